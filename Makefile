@@ -1,0 +1,42 @@
+# The README's two set-up commands: `make demo` and `make test`.
+# Both create .venv when it is missing and (re)install the project when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= demo-out
+
+# Offline by construction: no hub downloads, no telemetry.
+export HF_HUB_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/harvest demo run $(DEMO_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check harvest degradation tests bench notebooks
+	$(BIN)/ruff format --check harvest degradation tests bench notebooks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy harvest degradation
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sample.py
+	$(BIN)/python bench/bench_degradation.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Degradation models that turn high-resolution imagery into Sentinel-2-like imagery."""

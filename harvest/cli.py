@@ -1,0 +1,157 @@
+"""The ``harvest`` command line.
+
+Thin by design: parse options, build the request, call one public function, print the result.
+This is the only module that reads environment variables and picks concrete backends. Heavy
+modules are imported inside the commands so that ``harvest --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harvest import __version__
+from harvest.errors import HarvestError
+
+log = logging.getLogger("harvest")
+
+app = typer.Typer(
+    name="harvest",
+    help="Build Sentinel-2 super-resolution and multi-sensor fusion training datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+demo_app = typer.Typer(
+    help="The embedded demo world: a seeded offline world with known ground truth.",
+    no_args_is_help=True,
+)
+app.add_typer(demo_app, name="demo")
+
+_state = {"verbose": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"harvest {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show details (debug log, tracebacks).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Build Sentinel-2 super-resolution and multi-sensor fusion training datasets."""
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and map errors to exit codes.
+
+    Returns:
+        0 on success, 1 for bad input (a :class:`HarvestError`), 2 for bad usage, 130 when
+        interrupted.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    _state["verbose"] = any(a in ("-v", "--verbose") for a in args)
+    try:
+        app(args=args, prog_name="harvest", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted: finished work is kept; run the same command to resume", err=True)
+        return 130
+    except HarvestError as exc:
+        if _state["verbose"]:
+            log.exception("details")
+        typer.echo(f"error: {exc}", err=True)
+        return 1
+    except Exception as exc:
+        # Typer vendors its own copy of click, so its usage errors are recognised by shape (an
+        # exit code and a message formatter) rather than by a private class.
+        code = getattr(exc, "exit_code", None)
+        message = getattr(exc, "format_message", None)
+        if not isinstance(code, int) or not callable(message):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return code  # Typer has printed the help already.
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if code == 2 and ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        text = " ".join(str(message()).split())
+        typer.echo(f"error: {text}{hint}", err=True)
+        return code
+    return 0
+
+
+# --- commands ------------------------------------------------------------------------------
+# Each command body stays short: the work lives in the library modules.
+
+
+@app.command()
+def sample(
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of ROIs to draw.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output GeoParquet file.")],
+    region: Annotated[
+        str,
+        typer.Option(
+            help="'conus', 'world-land', or a GeoJSON / GeoPackage / GeoParquet polygon file."
+        ),
+    ] = "conus",
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same ROIs.")] = 0,
+    min_distance_km: Annotated[
+        float,
+        typer.Option("--min-distance-km", min=0.001, help="Minimum geodesic distance between ROIs."),
+    ] = 5.0,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(help="Existing ROIs (GeoParquet) to keep the distance to; ids continue."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Draw ROIs with a hard-core point process (every pair >= --min-distance-km apart)."""
+    from harvest.pipeline import run_sample
+
+    run_sample(
+        n=n,
+        output=output,
+        region=region,
+        seed=seed,
+        min_distance_km=min_distance_km,
+        exclude=exclude,
+        progress=progress,
+    )
+
+
+@demo_app.command("world")
+def demo_world(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the simulator.")] = 0,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the folder holds a world.")] = False,
+) -> None:
+    """Write the seeded demo world (COGs, STAC catalog, stac-geoparquet, truth.json)."""
+    from harvest.demo.world import run_demo_world
+
+    run_demo_world(out_dir=out_dir, seed=seed, force=force)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
