@@ -119,7 +119,9 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same ROIs.")] = 0,
     min_distance_km: Annotated[
         float,
-        typer.Option("--min-distance-km", min=0.001, help="Minimum geodesic distance between ROIs."),
+        typer.Option(
+            "--min-distance-km", min=0.001, help="Minimum geodesic distance between ROIs."
+        ),
     ] = 5.0,
     exclude: Annotated[
         Path | None,
@@ -130,7 +132,7 @@ def sample(
     """Draw ROIs with a hard-core point process (every pair >= --min-distance-km apart)."""
     from harvest.pipeline import run_sample
 
-    run_sample(
+    summary = run_sample(
         n=n,
         output=output,
         region=region,
@@ -138,6 +140,9 @@ def sample(
         min_distance_km=min_distance_km,
         exclude=exclude,
         progress=progress,
+    )
+    typer.echo(
+        f"wrote {summary.n} ROIs ({summary.first_id}..{summary.last_id}) to {summary.output}"
     )
 
 

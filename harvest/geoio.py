@@ -1,0 +1,159 @@
+"""Small GeoParquet helpers: atomic point-table writes and ROI-table reads.
+
+Writing goes straight through pyarrow (WKB geometry plus the GeoParquet ``geo`` metadata), which
+keeps ``harvest sample`` free of the geopandas import; reading user files goes through geopandas,
+which understands every GeoParquet flavour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from harvest.errors import InputFileError
+
+GEOPARQUET_VERSION = "1.1.0"
+HARVEST_METADATA_KEY = b"harvest"
+
+
+@dataclass(frozen=True)
+class RoiPoints:
+    """ROIs read from an existing table.
+
+    Attributes:
+        roi_id: Ids as stored.
+        lon_deg: Longitudes in degrees (WGS84).
+        lat_deg: Latitudes in degrees (WGS84).
+    """
+
+    roi_id: tuple[str, ...]
+    lon_deg: npt.NDArray[np.float64]
+    lat_deg: npt.NDArray[np.float64]
+
+
+def atomic_temp_path(path: Path) -> Path:
+    """A hidden temporary path in the same folder as ``path`` (so ``os.replace`` is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def write_points_geoparquet(
+    path: Path,
+    lon_deg: npt.NDArray[np.float64],
+    lat_deg: npt.NDArray[np.float64],
+    columns: dict[str, Any],
+    *,
+    extra_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write EPSG:4326 points and attribute columns as GeoParquet, atomically.
+
+    Args:
+        path: Destination file; its folder is created if needed.
+        lon_deg: Longitudes (x of the WKB points).
+        lat_deg: Latitudes (y of the WKB points).
+        columns: Attribute columns (name -> array-like), written before ``geometry`` in order.
+        extra_metadata: JSON-serialisable dict stored under the ``harvest`` schema metadata key.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+    from pyproj import CRS
+
+    wkb = shapely.to_wkb(shapely.points(lon_deg, lat_deg))
+    arrays: dict[str, Any] = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind in "US":
+            values = values.tolist()
+        arrays[name] = pa.array(values)
+        if name == "roi_id":
+            arrays["geometry"] = pa.array(wkb, type=pa.binary())
+    if "geometry" not in arrays:
+        arrays["geometry"] = pa.array(wkb, type=pa.binary())
+    table = pa.table(arrays)
+    bbox = (
+        [float(lon_deg.min()), float(lat_deg.min()), float(lon_deg.max()), float(lat_deg.max())]
+        if lon_deg.size
+        else []
+    )
+    geo_column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": ["Point"],
+        "crs": CRS.from_epsg(4326).to_json_dict(),
+    }
+    if bbox:
+        geo_column["bbox"] = bbox
+    geo = {
+        "version": GEOPARQUET_VERSION,
+        "primary_column": "geometry",
+        "columns": {"geometry": geo_column},
+    }
+    meta = {b"geo": json.dumps(geo).encode()}
+    if extra_metadata is not None:
+        meta[HARVEST_METADATA_KEY] = json.dumps(extra_metadata, sort_keys=True).encode()
+    table = table.replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_temp_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_harvest_metadata(path: Path) -> dict[str, Any]:
+    """The ``harvest`` metadata dict of a file written by :func:`write_points_geoparquet`."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(HARVEST_METADATA_KEY)
+    return dict(json.loads(raw)) if raw else {}
+
+
+def read_roi_points(path: Path) -> RoiPoints:
+    """Read an existing ROI table (GeoParquet with ``roi_id`` and point geometry).
+
+    Args:
+        path: The GeoParquet file.
+
+    Returns:
+        The ROIs' ids and WGS84 coordinates.
+
+    Raises:
+        InputFileError: The file is missing, unreadable, not GeoParquet, or not a ROI table.
+    """
+    hint = "give a rois.parquet written by 'harvest sample'"
+    if not path.exists():
+        raise InputFileError(f"ROI table not found: {path}; check the path ({hint})")
+    if path.is_dir():
+        raise InputFileError(f"ROI table path is a folder: {path}; {hint}")
+    import geopandas as gpd
+
+    try:
+        frame = gpd.read_parquet(path)
+    except Exception as exc:  # pyarrow/geopandas raise many types for non-GeoParquet files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputFileError(
+            f"cannot read ROI table {path} as GeoParquet ({first}); {hint}"
+        ) from exc
+    if "roi_id" not in frame.columns:
+        raise InputFileError(f"{path} is not a ROI table (no 'roi_id' column); {hint}")
+    if frame.crs is None:
+        raise InputFileError(
+            f"ROI table {path} has no CRS; set it to EPSG:4326 (GeoDataFrame.set_crs) and retry"
+        )
+    geom = frame.geometry
+    if len(frame) and (geom.isna().any() or not (geom.geom_type == "Point").all()):
+        raise InputFileError(f"ROI table {path} must hold one point per row; {hint}")
+    if not frame.crs.equals("EPSG:4326"):
+        geom = geom.to_crs("EPSG:4326")
+    return RoiPoints(
+        roi_id=tuple(str(v) for v in frame["roi_id"].tolist()),
+        lon_deg=np.asarray(geom.x, dtype=np.float64),
+        lat_deg=np.asarray(geom.y, dtype=np.float64),
+    )
