@@ -30,3 +30,7 @@ class SamplingError(HarvestError, RuntimeError):
 
 class DemoWorldError(HarvestError, RuntimeError):
     """The demo world cannot be built or read."""
+
+
+class CatalogError(HarvestError, RuntimeError):
+    """A catalog, provider profile or catalog item is unusable (missing field, unknown name)."""

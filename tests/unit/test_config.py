@@ -17,7 +17,15 @@ def test_there_are_configs() -> None:
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_shipped_config_loads(path: Path) -> None:
     kind = path.parent.name
-    assert kind == "recipes", f"no loader known for configs/{kind}: add one to this test"
+    assert kind in ("recipes", "providers"), f"no loader known for configs/{kind}: add one"
+    if kind == "providers":
+        from harvest.catalog.profiles import ProviderProfile
+
+        profile = load_model(ProviderProfile, path)
+        assert profile.name == path.stem
+        # Every provider serves Sentinel-2 L2A, the LR side of every recipe.
+        assert profile.collection("sentinel-2-l2a").bands["B04"].asset
+        return
     recipe = load_model(Recipe, path)
     assert recipe.name == path.stem
     # Nested grids: every group covers the same footprint.
