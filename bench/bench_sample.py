@@ -75,6 +75,8 @@ def baseline(n: int, budget_s: float) -> tuple[int, int, float, np.ndarray]:
     inv = Transformer.from_crs("EPSG:6933", "EPSG:4326", always_xy=True)
     x0, y0 = fwd.transform(geom.bounds[0], geom.bounds[1])
     x1, y1 = fwd.transform(geom.bounds[2], geom.bounds[3])
+    # The same candidate box as harvest (bounding box padded by 1 m), so the streams match.
+    x0, y0, x1, y1 = x0 - 1.0, y0 - 1.0, x1 + 1.0, y1 + 1.0
     rng = np.random.default_rng(SEED)
     tree = index.Index()
     pts: list[tuple[float, float]] = []

@@ -58,6 +58,11 @@ STALL_ACCEPTANCE = 0.015
 STALL_WINDOW = 100_000
 _MIN_BATCH = 512
 _MAX_DRAWS_PER_BATCH = 2_000_000
+# Refine the candidate support when the region fills less than this share of its bounding box.
+_REFINE_BELOW_FILL = 0.5
+_PAD_M = 1.0
+_MAX_REFINE_DEPTH = 12
+_MAX_SUPPORT_BOXES = 65_536
 _EQUAL_AREA = "+proj=cea +lat_ts=30 +ellps=WGS84"  # EPSG:6933, EASE-Grid 2.0 global
 
 
@@ -258,6 +263,84 @@ def _sequential_accept(count: int, pairs: npt.NDArray[np.intp], limit: int) -> n
     return idx[:limit]
 
 
+@dataclass(frozen=True)
+class _Support:
+    """Where candidates are drawn: boxes of the equal-area plane covering the region.
+
+    A box of a cylindrical equal-area projection is exactly a lon/lat box, and candidates
+    uniform over a union of such boxes, kept when inside the region, are uniform over the
+    region's area. One box (the bounding box) is the common case; scattered or ragged regions
+    (a few small sites, world land) get a quadtree cover so that few candidates are wasted.
+    """
+
+    x0: npt.NDArray[np.float64]
+    y0: npt.NDArray[np.float64]
+    x1: npt.NDArray[np.float64]
+    y1: npt.NDArray[np.float64]
+
+    @property
+    def area_m2(self) -> float:
+        return float(((self.x1 - self.x0) * (self.y1 - self.y0)).sum())
+
+    def draw(
+        self, rng: np.random.Generator, m: int
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Draw ``m`` candidates uniform over the boxes; lon/lat rounded to 1e-7 degree."""
+        if self.x0.size == 1:
+            # The bounding box alone: two numbers per candidate (a stream tests reproduce).
+            u = rng.random((m, 2))
+            k = np.zeros(m, dtype=np.intp)
+        else:
+            u3 = rng.random((m, 3))
+            cum = np.cumsum((self.x1 - self.x0) * (self.y1 - self.y0))
+            k = np.minimum(np.searchsorted(cum, u3[:, 2] * cum[-1], side="right"), cum.size - 1)
+            u = u3[:, :2]
+        x = self.x0[k] + u[:, 0] * (self.x1[k] - self.x0[k])
+        y = self.y0[k] + u[:, 1] * (self.y1[k] - self.y0[k])
+        _, inv = _equal_area()
+        lon, lat = inv.transform(x, y)
+        return (
+            np.round(np.asarray(lon, dtype=np.float64), COORD_DECIMALS).astype(np.float64),
+            np.round(np.asarray(lat, dtype=np.float64), COORD_DECIMALS).astype(np.float64),
+        )
+
+
+def _candidate_support(geometry: BaseGeometry, area_m2: float) -> _Support:
+    """Cover ``geometry`` with equal-area boxes: its bounding box, refined when mostly empty."""
+    fwd, inv = _equal_area()
+    lon0, lat0, lon1, lat1 = geometry.bounds
+    bx0, by0 = fwd.transform(lon0, lat0)
+    bx1, by1 = fwd.transform(lon1, lat1)
+    # The projection's inverse is exact to ~1 mm only: pad so the region's own edges are drawn.
+    bx0, by0, bx1, by1 = bx0 - _PAD_M, by0 - _PAD_M, bx1 + _PAD_M, by1 + _PAD_M
+    one = _Support(*(np.array([v], dtype=np.float64) for v in (bx0, by0, bx1, by1)))
+    if area_m2 <= 0 or area_m2 >= _REFINE_BELOW_FILL * one.area_m2:
+        return one
+    full = np.zeros(1, dtype=bool)
+    x0, y0, x1, y1 = one.x0, one.y0, one.x1, one.y1
+    for _ in range(_MAX_REFINE_DEPTH):
+        part = ~full
+        if full.size * 4 > _MAX_SUPPORT_BOXES or (x1 - x0) @ (y1 - y0) < 1.25 * area_m2:
+            break
+        # Split every box that is only partly inside the region into four.
+        xm, ym = (x0[part] + x1[part]) / 2, (y0[part] + y1[part]) / 2
+        cx0 = np.concatenate([x0[part], xm, x0[part], xm])
+        cx1 = np.concatenate([xm, x1[part], xm, x1[part]])
+        cy0 = np.concatenate([y0[part], y0[part], ym, ym])
+        cy1 = np.concatenate([ym, ym, y1[part], y1[part]])
+        glon0, glat0 = inv.transform(cx0, cy0)
+        glon1, glat1 = inv.transform(cx1, cy1)
+        boxes = shapely.box(glon0, glat0, glon1, glat1)
+        hit = shapely.intersects(geometry, boxes)
+        inside = shapely.contains(geometry, boxes)
+        x0 = np.concatenate([x0[full], cx0[hit]])
+        x1 = np.concatenate([x1[full], cx1[hit]])
+        y0 = np.concatenate([y0[full], cy0[hit]])
+        y1 = np.concatenate([y1[full], cy1[hit]])
+        full = np.concatenate([np.ones(int(full.sum()), dtype=bool), inside[hit]])
+    return _Support(x0, y0, x1, y1)
+
+
 def sample_hardcore(
     geometry: BaseGeometry,
     n: int,
@@ -295,12 +378,8 @@ def sample_hardcore(
     ex_lat = np.asarray(exclude_lat_deg if exclude_lat_deg is not None else [], dtype=np.float64)
     blockers = _Blockers(ex_lon, ex_lat)
     shapely.prepare(geometry)
-    fwd, inv = _equal_area()
-    lon0, lat0, lon1, lat1 = geometry.bounds
-    x0, y0 = fwd.transform(lon0, lat0)
-    x1, y1 = fwd.transform(lon1, lat1)
-    box_area = (x1 - x0) * (y1 - y0)
-    inside_fraction = min(1.0, max(area_m2 / box_area, 1e-6)) if box_area > 0 else 1.0
+    support = _candidate_support(geometry, area_m2)
+    inside_fraction = min(1.0, max(area_m2 / support.area_m2, 1e-6)) if support.area_m2 > 0 else 1.0
     # Survivors of one batch conflict among themselves ~ s^2 * pi d^2 / (2 A); keep that small.
     cap_inside = max(_MIN_BATCH, int(0.2 * area_m2 / (math.pi * min_distance_m**2)))
 
@@ -314,13 +393,8 @@ def sample_hardcore(
         remaining = n - count
         want_inside = min(cap_inside, max(_MIN_BATCH, int(1.05 * remaining / rate) + 16))
         m = min(_MAX_DRAWS_PER_BATCH, int(want_inside / inside_fraction) + 1)
-        u = rng.random((m, 2))
+        lon, lat = support.draw(rng, m)
         drawn += m
-        x = x0 + u[:, 0] * (x1 - x0)
-        y = y0 + u[:, 1] * (y1 - y0)
-        lon, lat = inv.transform(x, y)
-        lon = np.round(np.asarray(lon), COORD_DECIMALS)
-        lat = np.round(np.asarray(lat), COORD_DECIMALS)
         inside = shapely.contains_xy(geometry, lon, lat)
         lon = lon[inside]
         lat = lat[inside]

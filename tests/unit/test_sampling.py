@@ -58,6 +58,7 @@ def _naive_rsa(geom, n: int, d_m: float, seed: int, batch: int) -> np.ndarray:
     fwd = Transformer.from_crs("EPSG:4326", "EPSG:6933", always_xy=True)
     x0, y0 = fwd.transform(geom.bounds[0], geom.bounds[1])
     x1, y1 = fwd.transform(geom.bounds[2], geom.bounds[3])
+    x0, y0, x1, y1 = x0 - 1.0, y0 - 1.0, x1 + 1.0, y1 + 1.0  # the sampler pads its box by 1 m
     rng = np.random.default_rng(seed)
     acc_lon: list[float] = []
     acc_lat: list[float] = []
@@ -218,3 +219,41 @@ def test_exclude_errors(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="cannot read ROI table"):
         run_sample(n=10, output=out, exclude=junk)
     assert not out.exists()
+
+
+def _scattered_sites() -> tuple:
+    # Two small squares an ocean apart, of areas about 1 : 4; they fill ~1e-5 of their bbox.
+    small = box(-100.0, 40.0, -99.98, 40.02)
+    large = box(10.0, 45.0, 10.04, 45.04)
+    geom = shapely.MultiPolygon([small, large])
+    areas = [abs(GEOD.geometry_area_perimeter(g)[0]) for g in (small, large)]
+    return geom, small, large, areas
+
+
+def test_support_of_scattered_sites_covers_them_tightly() -> None:
+    from harvest.sampling import _candidate_support, _equal_area
+
+    geom, _, _, areas = _scattered_sites()
+    support = _candidate_support(geom, sum(areas))
+    assert support.x0.size > 1
+    assert support.area_m2 < 3 * sum(areas)  # few candidates are wasted
+    _, inv = _equal_area()
+    lon0, lat0 = inv.transform(support.x0, support.y0)
+    lon1, lat1 = inv.transform(support.x1, support.y1)
+    cover = shapely.union_all(shapely.box(lon0, lat0, lon1, lat1))
+    assert cover.buffer(1e-9).covers(geom)  # nothing of the region is left out
+
+
+def test_scattered_sites_are_sampled_fast_and_uniformly() -> None:
+    geom, small, large, areas = _scattered_sites()
+    n = 400
+    t0 = time.perf_counter()
+    res = sample_hardcore(geom, n, 50.0, 3, area_m2=sum(areas))
+    assert time.perf_counter() - t0 < 2.0
+    assert shapely.contains_xy(geom, res.lon_deg, res.lat_deg).all()
+    in_small = int(shapely.contains_xy(small, res.lon_deg, res.lat_deg).sum())
+    p = areas[0] / sum(areas)
+    # Binomial: 4 standard deviations around the area share.
+    assert abs(in_small - n * p) < 4 * np.sqrt(n * p * (1 - p))
+    dist = close_pairs_geodesic(res.lon_deg, res.lat_deg, 50.0)
+    assert dist.size == 0 or dist.min() >= 50.0
