@@ -65,3 +65,12 @@ def test_importing_the_pure_core_loads_no_io_client() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.strip()
     assert out == "[]", out
+
+
+def test_only_the_earth_engine_backend_imports_ee() -> None:
+    importers = {
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "harvest").rglob("*.py"))
+        if "ee" in _imported_roots(p)
+    }
+    assert importers == {"harvest/catalog/earthengine.py"}
