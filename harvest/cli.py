@@ -151,11 +151,48 @@ def demo_world(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],
     seed: Annotated[int, typer.Option(help="Seed of the simulator.")] = 0,
     force: Annotated[bool, typer.Option(help="Rebuild even if the folder holds a world.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    site_size_m: Annotated[
+        float, typer.Option(hidden=True, help="Side of each site in metres (tests).")
+    ] = 2400.0,
 ) -> None:
     """Write the seeded demo world (COGs, STAC catalog, stac-geoparquet, truth.json)."""
     from harvest.demo.world import run_demo_world
 
-    run_demo_world(out_dir=out_dir, seed=seed, force=force)
+    summary = run_demo_world(
+        out_dir=out_dir, seed=seed, force=force, progress=progress, site_size_m=site_size_m
+    )
+    items = ", ".join(f"{n} {c}" for c, n in summary.n_items.items())
+    state = "already built, reused" if summary.reused else f"built in {summary.seconds:.1f} s"
+    typer.echo(
+        f"demo world (seed {summary.seed}) {state}: {summary.out_dir} "
+        f"({summary.n_sites} sites; {items}; {summary.bytes_on_disk / 1e6:.0f} MB)"
+    )
+
+
+@demo_app.command("run")
+def demo_run(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for every output of the demo.")],
+    seed: Annotated[int, typer.Option(help="Seed of the world and the samplers.")] = 0,
+    world: Annotated[
+        Path | None,
+        typer.Option(help="Demo world folder to use or build (default: OUT_DIR/world)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every stage that exists on the demo world and print a summary (what `make demo` runs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harvest.pipeline import run_demo
+
+    summary = run_demo(out_dir, seed=seed, world_dir=world, progress=progress)
+    table = Table(title=f"harvest {__version__}: demo run in {summary.out_dir}")
+    for column in ("stage", "output", "result", "time"):
+        table.add_column(column, overflow="fold")
+    for st in summary.stages:
+        table.add_row(st.stage, str(st.output), st.result, f"{st.seconds:.1f} s")
+    Console(width=max(160, Console().width)).print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

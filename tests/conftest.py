@@ -1,0 +1,35 @@
+"""Shared fixtures. The demo world is built once per cache folder and shared by every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# A missing pretrained tag must fail at once instead of retrying the network for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_WORLD_SEED = 0
+
+
+def harvest_cache_dir() -> Path:
+    """Where tests keep expensive artefacts: ``$HARVEST_CACHE_DIR`` or ``<repo>/.cache/harvest``."""
+    env = os.environ.get("HARVEST_CACHE_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache" / "harvest"
+
+
+@pytest.fixture(scope="session")
+def demo_world() -> Path:
+    """Path of the standard demo world (seed 0), built on first use and cached across runs.
+
+    ``run_demo_world`` builds in a sibling temporary folder and renames it into place only when
+    complete, and reuses a complete world of the same seed and format, so a killed run never
+    leaves a half world behind and later runs cost nothing.
+    """
+    from harvest.demo.world import WORLD_FORMAT, run_demo_world
+
+    out = harvest_cache_dir() / f"demo-world-seed{DEMO_WORLD_SEED}-format{WORLD_FORMAT}"
+    run_demo_world(out_dir=out, seed=DEMO_WORLD_SEED, progress=False)
+    return out

@@ -1,0 +1,44 @@
+"""`harvest demo run` (what `make demo` runs): every stage on the demo world, then a summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import shapely
+
+from harvest.demo.truth import load_truth
+
+
+def run_demo(out: Path, world: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harvest.cli", "demo", "run", str(out), "--world", str(world)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path) -> None:
+    out = tmp_path / "demo"
+    res = run_demo(out, demo_world)
+    assert res.returncode == 0, res.stderr
+    for stage in ("demo world", "sample (demo sites)", "sample (CONUS)"):
+        assert stage in res.stdout
+    truth = load_truth(demo_world / "truth.json")
+    assert f"{len(truth.pairs_for('sen2naip'))} sen2naip" in res.stdout
+
+    rois = gpd.read_parquet(out / "rois.parquet")
+    region = gpd.read_file(demo_world / "region.geojson").union_all()
+    assert len(rois) == len(truth.sites)
+    assert shapely.contains_xy(region, rois.geometry.x, rois.geometry.y).all()
+    assert len(gpd.read_parquet(out / "rois-conus.parquet")) == 18_000
+
+    # Running again reuses every finished stage and changes nothing.
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    again = run_demo(out, demo_world)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("(reused)") == 3
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before
