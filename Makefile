@@ -11,7 +11,7 @@ DEMO_DIR ?= demo-out
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest stac-server bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,12 +29,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy harvest degradation
 
-pytest: $(STAMP)
+# The integration tests run a real STAC API (stac-fastapi-pgstac on PostgreSQL + PostGIS).
+stac-server:
+	bash tests/integration/setup_stac_server.sh
+
+pytest: $(STAMP) stac-server
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/bench_sample.py
 	$(BIN)/python bench/bench_degradation.py
 

@@ -34,3 +34,7 @@ class DemoWorldError(HarvestError, RuntimeError):
 
 class CatalogError(HarvestError, RuntimeError):
     """A catalog, provider profile or catalog item is unusable (missing field, unknown name)."""
+
+
+class QaError(HarvestError, ValueError):
+    """Chip QA was given arrays it cannot check (wrong shapes, a failed shift to correct by)."""

@@ -419,6 +419,7 @@ class SearchStats:
         n_items: Items received (before removing duplicates).
         n_scenes: Distinct scenes returned.
         seconds: Wall-clock time of the search.
+        n_invalid: Items received that could not be parsed (skipped, each logged).
     """
 
     n_footprints: int
@@ -429,6 +430,7 @@ class SearchStats:
     n_items: int = 0
     n_scenes: int = 0
     seconds: float = 0.0
+    n_invalid: int = 0
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import shapely
 import shapely.geometry
 from pydantic import Field, model_validator
 from shapely.errors import GEOSException
+from shapely.geometry.base import BaseGeometry
 
 from harvest.catalog.base import AssetMap, AssetRef, SceneRef
 from harvest.config import CONFIG_DIR, StrictModel, load_model
@@ -331,6 +332,8 @@ def _parse_mgrs(
 
 def _unsigned(href: str) -> str:
     """Drop a SAS token so tables keep the stable href (tokens expire in about 45 min)."""
+    if "?" not in href:  # fast path: bulk parsing meets hundreds of thousands of hrefs
+        return href
     parts = urlsplit(href)
     if parts.hostname and parts.hostname.endswith(".blob.core.windows.net") and parts.query:
         return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -366,7 +369,7 @@ def parse_item(
     """Turn one STAC item (a dict, as the API returns it) into a :class:`SceneRef`.
 
     Args:
-        item: The item as a JSON dict.
+        item: The item as a JSON dict (``geometry`` may also be a shapely geometry).
         profile: The provider profile whose vocabulary the item uses.
         bands: Canonical bands that must be present; default: the profile's required bands.
             Other mapped bands are included when the item has them.
@@ -390,7 +393,8 @@ def parse_item(
     if not geojson:
         raise CatalogError(f"item {item_id} has no geometry: it cannot be paired")
     try:
-        geometry = shapely.geometry.shape(geojson)
+        # Columnar readers (stac-geoparquet) hand over shapely geometries already decoded.
+        geometry = geojson if isinstance(geojson, BaseGeometry) else shapely.geometry.shape(geojson)
     except (AttributeError, KeyError, TypeError, ValueError, GEOSException):
         raise CatalogError(f"item {item_id} has an unreadable geometry") from None
     if geometry.is_empty:

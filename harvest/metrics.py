@@ -1,0 +1,148 @@
+"""Image comparison metrics (pure numpy): RMSE, MAE, PSNR, SAM, ERGAS, UIQI, PBIAS, Pearson.
+
+Every function takes a prediction and a reference with the band axis first ([C, H, W], or any
+[C, ...] shape) and returns a float. Conventions:
+
+- RMSE, MAE: over all bands and pixels.
+- PSNR: ``10 log10(data_range**2 / MSE)``, infinite for identical images.
+- SAM: mean over pixels of the angle (degrees) between the two spectra; pixels where either
+  spectrum is all zero are skipped.
+- ERGAS: ``100 * ratio * sqrt(mean_b(RMSE_b**2 / mean(ref_b)**2))`` with ``ratio`` the
+  high-resolution pixel size over the low-resolution one (0.25 for x4).
+- UIQI (Wang and Bovik 2002): per band over the whole image,
+  ``4 cov(x, y) mean(x) mean(y) / ((var x + var y)(mean(x)**2 + mean(y)**2))``, averaged over
+  bands (a global index, not the sliding-window variant).
+- PBIAS: ``100 * sum(pred - ref) / sum(ref)`` (percent; positive means the prediction is high).
+- Pearson: correlation per band, averaged over bands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harvest.errors import HarvestError
+
+
+class MetricInputError(HarvestError, ValueError):
+    """The two images cannot be compared (shape mismatch, empty, not numeric)."""
+
+
+def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if p.shape != r.shape:
+        raise MetricInputError(
+            f"prediction {p.shape} and reference {r.shape} differ in shape; resample or crop "
+            "one of them first"
+        )
+    if p.ndim < 1 or p.size == 0:
+        raise MetricInputError("cannot compare empty arrays")
+    if p.ndim == 1:
+        return p[:, None], r[:, None]
+    return p.reshape(p.shape[0], -1), r.reshape(r.shape[0], -1)
+
+
+def rmse(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Root mean square error over all bands and pixels."""
+    p, r = _pair(pred, ref)
+    return float(np.sqrt(np.mean((p - r) ** 2)))
+
+
+def mae(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Mean absolute error over all bands and pixels."""
+    p, r = _pair(pred, ref)
+    return float(np.mean(np.abs(p - r)))
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB for values spanning ``data_range``."""
+    p, r = _pair(pred, ref)
+    mse = float(np.mean((p - r) ** 2))
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(data_range**2 / mse))
+
+
+def sam(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Mean spectral angle in degrees (band axis first)."""
+    p, r = _pair(pred, ref)
+    norms = np.linalg.norm(p, axis=0) * np.linalg.norm(r, axis=0)
+    valid = norms > 0
+    if not np.any(valid):
+        raise MetricInputError("every pixel has an all-zero spectrum; the angle is undefined")
+    cos = np.sum(p * r, axis=0)[valid] / norms[valid]
+    return float(np.degrees(np.mean(np.arccos(np.clip(cos, -1.0, 1.0)))))
+
+
+def ergas(pred: np.ndarray, ref: np.ndarray, ratio: float = 0.25) -> float:
+    """Relative dimensionless global error (ERGAS); ``ratio`` = HR pixel size / LR pixel size."""
+    p, r = _pair(pred, ref)
+    means = r.mean(axis=1)
+    if np.any(means == 0):
+        raise MetricInputError("a reference band has mean 0; ERGAS is undefined for it")
+    band_mse = np.mean((p - r) ** 2, axis=1)
+    return float(100.0 * ratio * np.sqrt(np.mean(band_mse / means**2)))
+
+
+def uiqi(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Universal image quality index, global per band, averaged over bands (1 is perfect)."""
+    p, r = _pair(pred, ref)
+    mp, mr = p.mean(axis=1), r.mean(axis=1)
+    vp, vr = p.var(axis=1), r.var(axis=1)
+    cov = np.mean((p - mp[:, None]) * (r - mr[:, None]), axis=1)
+    den = (vp + vr) * (mp**2 + mr**2)
+    if np.any(den == 0):
+        raise MetricInputError("a band is constant with mean 0 in both images; UIQI is undefined")
+    return float(np.mean(4.0 * cov * mp * mr / den))
+
+
+def pbias(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Percent bias ``100 * sum(pred - ref) / sum(ref)``."""
+    p, r = _pair(pred, ref)
+    total = r.sum()
+    if total == 0:
+        raise MetricInputError("the reference sums to 0; PBIAS is undefined")
+    return float(100.0 * (p - r).sum() / total)
+
+
+def pearson(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Pearson correlation per band, averaged over bands."""
+    p, r = _pair(pred, ref)
+    pc = p - p.mean(axis=1, keepdims=True)
+    rc = r - r.mean(axis=1, keepdims=True)
+    den = np.sqrt((pc**2).sum(axis=1) * (rc**2).sum(axis=1))
+    if np.any(den == 0):
+        raise MetricInputError("a band is constant; its correlation is undefined")
+    return float(np.mean((pc * rc).sum(axis=1) / den))
+
+
+@dataclass(frozen=True)
+class MetricSet:
+    """All metrics of one comparison (see the module doc for the conventions)."""
+
+    rmse: float
+    mae: float
+    psnr_db: float
+    sam_deg: float
+    ergas: float
+    uiqi: float
+    pbias_pct: float
+    pearson: float
+
+
+def compare(
+    pred: np.ndarray, ref: np.ndarray, *, data_range: float = 1.0, ratio: float = 0.25
+) -> MetricSet:
+    """Compute every metric of ``pred`` against ``ref``."""
+    return MetricSet(
+        rmse=rmse(pred, ref),
+        mae=mae(pred, ref),
+        psnr_db=psnr(pred, ref, data_range),
+        sam_deg=sam(pred, ref),
+        ergas=ergas(pred, ref, ratio),
+        uiqi=uiqi(pred, ref),
+        pbias_pct=pbias(pred, ref),
+        pearson=pearson(pred, ref),
+    )

@@ -1,0 +1,881 @@
+"""Per-chip quality checks: nodata, cloud, blank areas, LR-HR shift, spectral agreement, range.
+
+Pure numpy/scipy (OpenCV is imported lazily, only by the SIFT estimator). Every check returns a
+number; :func:`evaluate_chip` compares the numbers with :class:`QaThresholds` and gives every
+rejection a :class:`Reason` code, so the manifest says why each chip was dropped and ``harvest
+qa`` can re-run the decisions with other thresholds.
+
+Conventions:
+    * Images are ``[C, H, W]`` (or ``[H, W]`` for one band) float reflectance.
+    * ``hr_at_lr`` is the HR chip brought to the LR grid (e.g. :func:`block_mean`), same shape as
+      the LR chip.
+    * Shift sign: ``(dx, dy)`` is the displacement of the LR content relative to the HR
+      content, in LR pixels: a feature at HR column ``c``, row ``r`` appears in the LR image at
+      column ``c + dx``, row ``r + dy``. Positive ``dx`` means the LR image is displaced east,
+      positive ``dy`` that it is displaced south (rows grow southward); in metres the LR is
+      displaced ``dx * gsd_m`` east and ``dy * gsd_m`` south. :func:`correct_shift` moves the LR
+      content back by ``(-dx, -dy)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from harvest.errors import QaError
+
+FloatArray = npt.NDArray[np.floating]
+BoolArray = npt.NDArray[np.bool_]
+
+SCL_NODATA = 0
+SCL_SATURATED_DEFECTIVE = 1
+SCL_CLOUD_SHADOW = 3
+SCL_CLOUD_CLASSES = (8, 9, 10)  # cloud medium / high probability, thin cirrus
+"""Sentinel-2 L2A scene classification classes the checks use."""
+
+BLANK_WINDOW_PX = 19
+"""SEN2NAIP blank detection window (19 x 19 pixels)."""
+
+
+class Reason(StrEnum):
+    """Why a chip is rejected (recorded in the manifest)."""
+
+    NODATA = "nodata"
+    CLOUD = "cloud"
+    CLOUD_SHADOW = "cloud_shadow"
+    BLANK = "blank"
+    SHIFT = "shift"
+    REGISTRATION_FAILED = "registration_failed"
+    SPECTRAL = "spectral"
+    SATURATED = "saturated"
+    IMPLAUSIBLE_REFLECTANCE = "implausible_reflectance"
+
+
+@dataclass(frozen=True)
+class QaThresholds:
+    """Rejection thresholds (a chip is rejected when a metric is strictly above its limit).
+
+    Attributes:
+        max_nodata_fraction: Largest fraction of nodata pixels (LR or HR); 0: none allowed.
+        max_cloud_fraction: Largest cloud fraction; 0: cloud-free chips only.
+        max_shadow_fraction: Largest cloud-shadow fraction.
+        blank_window_px: Side of the variance window of blank detection.
+        blank_rule: ``"all_bands"``: a window is blank when every band is constant in it (fill
+            areas, missing imagery); ``"any_band"``: when at least one band is constant.
+        max_shift_px: Largest shift magnitude QA_1 in LR pixels.
+        max_spectral_angle_deg: Largest mean spectral angle QA_2 in degrees.
+        max_saturated_fraction: Largest fraction of saturated pixels.
+        reflectance_range: Plausible reflectance range (both ends allowed).
+        max_implausible_fraction: Largest fraction of pixel values outside that range.
+        shift_method: Shift estimator: ``"phase"`` (masked phase correlation) or ``"sift"``.
+        max_match_distance_m: SIFT matches farther apart than this are dropped (SEN2VENuS).
+        min_matches: Fewer SIFT matches left than this: registration failed.
+    """
+
+    max_nodata_fraction: float = 0.0
+    max_cloud_fraction: float = 0.0
+    max_shadow_fraction: float = 0.0
+    blank_window_px: int = BLANK_WINDOW_PX
+    blank_rule: Literal["all_bands", "any_band"] = "all_bands"
+    max_shift_px: float = 1.0
+    max_spectral_angle_deg: float = 2.0
+    max_saturated_fraction: float = 0.0
+    reflectance_range: tuple[float, float] = (0.0, 1.2)
+    max_implausible_fraction: float = 0.0
+    shift_method: Literal["phase", "sift"] = "phase"
+    max_match_distance_m: float = 15.0
+    min_matches: int = 5
+
+
+@dataclass(frozen=True)
+class ShiftEstimate:
+    """A translation of the LR chip relative to the HR chip (see the module's sign convention).
+
+    Attributes:
+        dx_px: Displacement along columns (east) in LR pixels.
+        dy_px: Displacement along rows (south) in LR pixels.
+        gsd_m: LR pixel size, for the metric values.
+        method: ``"phase"`` or ``"sift"``.
+        n_matches: SIFT matches kept after the filters (0 for phase correlation).
+    """
+
+    dx_px: float
+    dy_px: float
+    gsd_m: float
+    method: str
+    n_matches: int = 0
+
+    @property
+    def magnitude_px(self) -> float:
+        """Shift length in LR pixels (SEN2NAIP's QA_1)."""
+        return math.hypot(self.dx_px, self.dy_px)
+
+    @property
+    def east_m(self) -> float:
+        """Eastward displacement of the LR in metres."""
+        return self.dx_px * self.gsd_m
+
+    @property
+    def north_m(self) -> float:
+        """Northward displacement of the LR in metres."""
+        return -self.dy_px * self.gsd_m
+
+    @property
+    def ok(self) -> bool:
+        """Whether the estimate is a number (False when registration failed)."""
+        return math.isfinite(self.dx_px) and math.isfinite(self.dy_px)
+
+
+@dataclass(frozen=True)
+class QaResult:
+    """Every QA metric of one chip and the reasons it is rejected (empty when kept).
+
+    Fractions are of pixels (cloud, shadow: of the LR chip; nodata, saturated: the larger of LR
+    and HR); blank fractions are of window positions. NaN means "not computed".
+    """
+
+    reasons: tuple[Reason, ...]
+    nodata_fraction: float
+    cloud_fraction: float
+    shadow_fraction: float
+    blank_fraction_lr: float
+    blank_fraction_hr: float
+    saturated_fraction: float
+    implausible_fraction: float
+    shift: ShiftEstimate
+    qa1_px: float
+    qa2_deg: float
+    thresholds: QaThresholds = field(default_factory=QaThresholds)
+
+    @property
+    def kept(self) -> bool:
+        """Whether the chip passes every check."""
+        return not self.reasons
+
+    def as_row(self) -> dict[str, float | int | str | bool]:
+        """Flat columns for the manifest (reasons joined with ``;``)."""
+        row: dict[str, float | int | str | bool] = {
+            "kept": self.kept,
+            "reasons": ";".join(self.reasons),
+        }
+        for name in (
+            "nodata_fraction",
+            "cloud_fraction",
+            "shadow_fraction",
+            "blank_fraction_lr",
+            "blank_fraction_hr",
+            "saturated_fraction",
+            "implausible_fraction",
+            "qa1_px",
+            "qa2_deg",
+        ):
+            row[name] = float(getattr(self, name))
+        for key, value in asdict(self.shift).items():
+            row[f"shift_{key}"] = value
+        return row
+
+
+# ------------------------------------------------------------------------------------------
+# Input helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _as_bands(x: npt.ArrayLike, name: str) -> FloatArray:
+    a = np.asarray(x)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1] == 0 or a.shape[2] == 0:
+        raise QaError(f"{name} has shape {np.shape(x)}; give [C, H, W] or [H, W]")
+    return a
+
+
+def _every_band(x: np.ndarray) -> BoolArray:
+    """``[H, W]`` mask: True where the ``[C, H, W]`` boolean ``x`` is True in every band."""
+    return np.logical_and.reduce(x, axis=0)
+
+
+def _as_mask(mask: npt.ArrayLike | None, shape: tuple[int, int], name: str) -> BoolArray | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != shape:
+        raise QaError(f"{name} has shape {m.shape}, expected {shape} (the chip's rows, columns)")
+    return m
+
+
+def block_mean(hr: npt.ArrayLike, factor: int) -> FloatArray:
+    """Area-average an HR chip by an integer factor (e.g. 484 -> 121 px with factor 4).
+
+    Args:
+        hr: ``[C, H, W]`` or ``[H, W]`` with ``H`` and ``W`` divisible by ``factor``.
+        factor: Integer ratio of the pixel sizes.
+
+    Returns:
+        The block means (float64 for integer input, else the input's float dtype).
+    """
+    a = np.asarray(hr)
+    if factor < 1 or a.shape[-1] % factor or a.shape[-2] % factor:
+        raise QaError(f"cannot average {a.shape} by {factor}: the sides must be multiples of it")
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    h, w = a.shape[-2] // factor, a.shape[-1] // factor
+    out: FloatArray = a.reshape(*a.shape[:-2], h, factor, w, factor).mean(axis=(-3, -1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Nodata, cloud, range, saturation
+# ------------------------------------------------------------------------------------------
+
+
+def nodata_mask(
+    image: npt.ArrayLike, nodata: float | None = None, invalid: npt.ArrayLike | None = None
+) -> BoolArray:
+    """Pixels that hold no data: non-finite or equal to ``nodata`` in any band, or flagged.
+
+    A pixel missing in one band is unusable for a multi-band pair, hence "any band".
+
+    Args:
+        image: ``[C, H, W]`` or ``[H, W]``.
+        nodata: The fill value, if the source uses one.
+        invalid: Extra ``[H, W]`` mask of invalid pixels (e.g. from the reader).
+
+    Returns:
+        ``[H, W]`` boolean mask, True where there is no data.
+    """
+    a = _as_bands(image, "image")
+    bad = ~_every_band(np.isfinite(a))
+    if nodata is not None:
+        bad |= (a == nodata).any(axis=0)
+    extra = _as_mask(invalid, a.shape[1:], "invalid")
+    if extra is not None:
+        bad |= extra
+    return bad
+
+
+def nodata_fraction(
+    image: npt.ArrayLike, nodata: float | None = None, invalid: npt.ArrayLike | None = None
+) -> float:
+    """Fraction of pixels with no data (see :func:`nodata_mask`)."""
+    return float(nodata_mask(image, nodata, invalid).mean())
+
+
+def cloud_fractions(
+    scl: npt.ArrayLike | None = None,
+    cloud: npt.ArrayLike | None = None,
+    shadow: npt.ArrayLike | None = None,
+) -> tuple[float, float]:
+    """Cloud and cloud-shadow fractions from an SCL band and/or boolean cloud/shadow bands.
+
+    SCL classes 8, 9, 10 (cloud medium, high probability, thin cirrus) count as cloud, class 3
+    as shadow. Given both an SCL band and a mask, a pixel counts when either flags it.
+
+    Args:
+        scl: Sentinel-2 L2A scene classification, ``[H, W]`` integers.
+        cloud: Boolean cloud mask of the provider's cloud band or a cloud model.
+        shadow: Boolean cloud-shadow mask.
+
+    Returns:
+        ``(cloud_fraction, shadow_fraction)``; 0.0 for a kind with no input.
+    """
+    shape = next((np.shape(m) for m in (scl, cloud, shadow) if m is not None), None)
+    if shape is None:
+        return 0.0, 0.0
+    if len(shape) != 2:
+        raise QaError(f"cloud inputs must be [H, W] masks, got shape {shape}")
+    cl = np.zeros(shape, dtype=bool)
+    sh = np.zeros(shape, dtype=bool)
+    if scl is not None:
+        s = np.asarray(scl)
+        cl |= np.isin(s, SCL_CLOUD_CLASSES)
+        sh |= s == SCL_CLOUD_SHADOW
+    for name, src, dst in (("cloud", cloud, cl), ("shadow", shadow, sh)):
+        m = _as_mask(src, shape, name)
+        if m is not None:
+            dst |= m
+    return float(cl.mean()), float(sh.mean())
+
+
+def implausible_fraction(
+    image: npt.ArrayLike,
+    value_range: tuple[float, float] = (0.0, 1.2),
+    valid: BoolArray | None = None,
+) -> float:
+    """Fraction of (finite, valid) pixel values outside ``value_range``, over all bands."""
+    a = _as_bands(image, "image")
+    finite = np.isfinite(a)
+    if valid is not None:
+        finite &= valid[None]
+    n = int(finite.sum())
+    if n == 0:
+        return 0.0
+    lo, hi = value_range
+    with np.errstate(invalid="ignore"):
+        out = ((a < lo) | (a > hi)) & finite
+    return float(out.sum() / n)
+
+
+def saturated_fraction(
+    image: npt.ArrayLike,
+    saturation: float | None = None,
+    saturated: npt.ArrayLike | None = None,
+) -> float:
+    """Fraction of pixels saturated in any band.
+
+    Args:
+        image: ``[C, H, W]`` or ``[H, W]``.
+        saturation: Value at or above which a band is saturated (e.g. 1.0 for 8-bit NAIP scaled
+            by 1/255); None: only the mask counts.
+        saturated: ``[H, W]`` mask from the provider (e.g. SCL class 1, a saturation band).
+
+    Returns:
+        The fraction of pixels.
+    """
+    a = _as_bands(image, "image")
+    sat = np.zeros(a.shape[1:], dtype=bool)
+    if saturation is not None:
+        with np.errstate(invalid="ignore"):
+            sat |= (a >= saturation).any(axis=0)
+    m = _as_mask(saturated, a.shape[1:], "saturated")
+    if m is not None:
+        sat |= m
+    return float(sat.mean())
+
+
+# ------------------------------------------------------------------------------------------
+# Blank detection
+# ------------------------------------------------------------------------------------------
+
+
+def _window_sums(a: np.ndarray, kh: int, kw: int | None = None) -> np.ndarray:
+    """Sums over every kh x kw window fully inside ``a`` (summed-area table, 'valid' positions)."""
+    kw = kh if kw is None else kw
+    sat = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=a.dtype)
+    np.cumsum(np.cumsum(a, axis=0), axis=1, out=sat[1:, 1:])
+    h, w = a.shape[0] - kh + 1, a.shape[1] - kw + 1
+    out: np.ndarray = sat[kh:, kw:] - sat[:h, kw:] - sat[kh:, :w] + sat[:h, :w]
+    return out
+
+
+def _constant_windows(band: np.ndarray, k: int) -> BoolArray:
+    """Which k x k windows hold one value only (NaN never equals itself: never constant).
+
+    Exact for any dtype: a window is constant when none of its horizontal and vertical
+    neighbour pairs differ, and those differences are counted with integer window sums.
+    """
+    if k == 1:
+        return np.asarray(band == band, dtype=bool)
+    dh = (band[:, 1:] != band[:, :-1]).astype(np.int32)
+    dv = (band[1:, :] != band[:-1, :]).astype(np.int32)
+    changes = _window_sums(dh, k, k - 1) + _window_sums(dv, k - 1, k)
+    out: BoolArray = changes == 0
+    return out
+
+
+def _is_integer_valued(a: np.ndarray) -> bool:
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        return True
+    if not np.isfinite(a).all():
+        return False
+    return bool(np.all(a == np.round(a)) and np.abs(a).max(initial=0) < 2**31)
+
+
+def local_variance(band: npt.ArrayLike, window_px: int = BLANK_WINDOW_PX) -> FloatArray:
+    """Variance of every ``window_px`` x ``window_px`` window lying fully inside a band.
+
+    Integer-valued bands (DN, 8-bit NAIP, also as floats) use integer window sums: exact, so a
+    constant window has variance exactly 0 and any other at least ``1 / window_px**4``. Other
+    float bands use float window sums around the band median; windows whose values are all
+    equal (an exact test, see :func:`blank_windows`) are then set to exactly 0 and any other
+    window to at least the smallest positive float, so float cancellation can neither hide a
+    constant area nor invent one. Windows touching a non-finite pixel get NaN.
+
+    Args:
+        band: ``[H, W]``.
+        window_px: Window side (the image side if the image is smaller).
+
+    Returns:
+        ``[H - k + 1, W - k + 1]`` variances (float64), window ``(i, j)`` covering rows
+        ``i .. i + k - 1`` and columns ``j .. j + k - 1``.
+    """
+    a = np.asarray(band)
+    if a.ndim != 2:
+        raise QaError(f"local_variance takes one [H, W] band, got shape {a.shape}")
+    k = max(1, min(window_px, *a.shape))
+    n = k * k
+    if _is_integer_valued(a):
+        x = a.astype(np.int64)
+        s1 = _window_sums(x, k)
+        s2 = _window_sums(x * x, k)
+        return (n * s2 - s1 * s1).astype(np.float64) / float(n * n)
+    x = a.astype(np.float64)
+    finite = np.isfinite(x)
+    centre = float(np.median(x[finite])) if finite.any() else 0.0
+    xc = np.where(finite, x - centre, 0.0)
+    mean = _window_sums(xc, k) / n
+    var = np.maximum(_window_sums(xc * xc, k) / n - mean * mean, 0.0)
+    var = np.where(_constant_windows(x, k), 0.0, np.maximum(var, np.finfo(np.float64).tiny))
+    bad = _window_sums((~finite).astype(np.int64), k) > 0
+    out: FloatArray = np.where(bad, np.nan, var)
+    return out
+
+
+def blank_windows(
+    image: npt.ArrayLike,
+    window_px: int = BLANK_WINDOW_PX,
+    rule: Literal["all_bands", "any_band"] = "all_bands",
+) -> BoolArray:
+    """Window positions with zero variance.
+
+    Zero variance is tested as "every value in the window is equal", counted with integer
+    window sums of neighbour differences: exact for any dtype, no float cancellation, and the
+    same windows as ``local_variance(...) == 0``. Windows with a non-finite pixel are not blank
+    (the nodata check covers them).
+
+    Args:
+        image: ``[C, H, W]`` or ``[H, W]``.
+        window_px: Window side (19 in SEN2NAIP); the image side if the image is smaller.
+        rule: ``"all_bands"``: blank when constant in every band; ``"any_band"``: in any band.
+
+    Returns:
+        Boolean map over the window positions (True: blank window).
+    """
+    a = _as_bands(image, "image")
+    k = max(1, min(window_px, *a.shape[1:]))
+    zero = np.stack([_constant_windows(b, k) for b in a])
+    return _every_band(zero) if rule == "all_bands" else ~_every_band(~zero)
+
+
+def blank_fraction(
+    image: npt.ArrayLike,
+    window_px: int = BLANK_WINDOW_PX,
+    rule: Literal["all_bands", "any_band"] = "all_bands",
+) -> float:
+    """Fraction of window positions with zero variance; any positive value rejects the chip."""
+    return float(blank_windows(image, window_px, rule).mean())
+
+
+# ------------------------------------------------------------------------------------------
+# Shift estimation
+# ------------------------------------------------------------------------------------------
+
+
+def _combined_band(a: np.ndarray, valid: BoolArray, band: int | None) -> npt.NDArray[np.float64]:
+    """One zero-mean, unit-variance image from one band or the mean of standardised bands."""
+    sel = a[[band]] if band is not None else a
+    out = np.zeros(a.shape[1:], dtype=np.float64)
+    for b in sel:
+        x = b.astype(np.float64)
+        v = x[valid]
+        # ptp is exact: a constant band (std a rounding error away from 0) adds nothing.
+        sd = float(v.std()) if v.size and np.ptp(v) > 0 else 0.0
+        if sd > 0:
+            out += np.where(valid, (x - v.mean()) / sd, 0.0)
+    return out
+
+
+def _hann2d(shape: tuple[int, int]) -> npt.NDArray[np.float64]:
+    return np.outer(np.hanning(shape[0] + 2)[1:-1], np.hanning(shape[1] + 2)[1:-1])
+
+
+def _upsampled_dft(
+    data: np.ndarray, size: int, factor: int, offsets: tuple[float, float]
+) -> np.ndarray:
+    """Inverse DFT of ``data`` on a ``size`` x ``size`` grid of step ``1 / factor`` pixels.
+
+    The grid's first sample is at ``offsets`` (row, column) in the upsampled coordinates; this is
+    the matrix-multiply DFT of Guizar-Sicairos et al. (2008), written from the definition.
+    """
+    out = data
+    for axis, off in ((1, offsets[1]), (0, offsets[0])):
+        n = data.shape[axis]
+        freqs = np.fft.ifftshift(np.arange(n) - n // 2)
+        samples = np.arange(size) - off
+        kernel = np.exp(2j * np.pi * np.outer(samples, freqs) / (n * factor))
+        out = kernel @ out if axis == 0 else out @ kernel.T
+    return out
+
+
+def _phase_peak(
+    fa: np.ndarray, fb: np.ndarray, upsample: int, whitening: float
+) -> tuple[float, float]:
+    """(row, column) of the phase-correlation peak of ``fa`` against ``fb``, sub-pixel."""
+    spec = np.fft.fft2(fa) * np.conj(np.fft.fft2(fb))
+    mag = np.abs(spec)
+    spec /= np.maximum(mag, 1e-12 * mag.max()) ** whitening
+    corr = np.fft.ifft2(spec).real
+    peak = np.array(np.unravel_index(int(np.argmax(corr)), corr.shape), dtype=np.float64)
+    shape = np.array(corr.shape)
+    peak = np.where(peak > shape // 2, peak - shape, peak)
+    # Refine on a 1.5 px neighbourhood around the integer peak, every 1/upsample px.
+    size = int(math.ceil(upsample * 1.5))
+    centre = size // 2
+    origin = (centre - peak[0] * upsample, centre - peak[1] * upsample)
+    fine = _upsampled_dft(spec, size, upsample, origin).real
+    i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
+    return float(peak[0] + (i - centre) / upsample), float(peak[1] + (j - centre) / upsample)
+
+
+def phase_correlation(
+    lr: npt.ArrayLike,
+    hr_at_lr: npt.ArrayLike,
+    valid: npt.ArrayLike | None = None,
+    *,
+    band: int | None = None,
+    upsample: int = 100,
+    gsd_m: float = 10.0,
+    whitening: float = 0.5,
+    max_iter: int = 8,
+    tolerance_px: float = 0.005,
+) -> ShiftEstimate:
+    """Sub-pixel LR-vs-HR translation by masked phase correlation.
+
+    Both images become one standardised band (``band``, or the mean of all standardised bands),
+    are multiplied by a weight and correlated through their normalised cross-power spectrum;
+    the integer peak is refined on a 1/``upsample`` pixel grid by an upsampled DFT. The LR image
+    is then moved back by the estimate (bicubic) and the residual measured again, until it is
+    below ``tolerance_px``: a weight common to both images pulls a single estimate towards
+    zero by a fraction of the shift, and re-measuring removes that pull.
+
+    "Masked" means: pixels invalid in either image (``valid`` False or non-finite) get weight
+    0 in both images, after the band means and deviations are computed from valid pixels only,
+    so they add nothing to the spectrum; the weight is a 2-D Hann window times the valid mask
+    eroded and smoothed (a Gaussian of 2 px), so that neither the chip edge nor the mask edge
+    makes a step the correlation would lock onto.
+
+    Args:
+        lr: LR chip ``[C, H, W]`` or ``[H, W]``.
+        hr_at_lr: HR chip on the LR grid, same shape.
+        valid: ``[H, W]`` mask of usable pixels (default: all finite pixels).
+        band: Band index to use (default: all bands).
+        upsample: Sub-pixel refinement factor (precision 1/upsample px).
+        gsd_m: LR pixel size, for the metric values.
+        whitening: Exponent of the cross-power magnitude the spectrum is divided by: 1 is
+            classic phase correlation; 0.5 (default) keeps the peak sharp while frequencies
+            where the images hold only noise (above the S2 MTF, say) no longer swamp it.
+        max_iter: Largest number of estimate-and-undo rounds.
+        tolerance_px: Stop when a round moves the estimate by less than this.
+
+    Returns:
+        The shift (sign convention in the module docstring); NaN when fewer than a quarter
+        of the pixels are valid or an image has no texture.
+    """
+    a = _as_bands(lr, "lr")
+    b = _as_bands(hr_at_lr, "hr_at_lr")
+    if a.shape != b.shape:
+        raise QaError(f"lr has shape {a.shape} but hr_at_lr {b.shape}: bring HR to the LR grid")
+    ok = _every_band(np.isfinite(a)) & _every_band(np.isfinite(b))
+    m = _as_mask(valid, a.shape[1:], "valid")
+    if m is not None:
+        ok &= m
+    failed = ShiftEstimate(math.nan, math.nan, gsd_m, "phase")
+    if ok.mean() < 0.25:
+        return failed
+    fa = _combined_band(a, ok, band)
+    fb = _combined_band(b, ok, band)
+    if not (fa.any() and fb.any()):
+        return failed
+    hann = _hann2d(ok.shape)
+    dy = dx = 0.0
+    moved, moved_ok = fa, ok
+    for _ in range(max_iter):
+        core = ndimage.binary_erosion(moved_ok & ok, iterations=2, border_value=1)
+        weight = hann * ndimage.gaussian_filter(core.astype(np.float64), 2.0)
+        step_y, step_x = _phase_peak(moved * weight, fb * weight, upsample, whitening)
+        dy, dx = dy + step_y, dx + step_x
+        if math.hypot(step_y, step_x) < tolerance_px:
+            break
+        # Undo the shift found so far and measure what is left: the window and the mask edge,
+        # common to both images, pull each single estimate towards zero; the pull vanishes as
+        # the residual does.
+        moved = ndimage.shift(fa, (-dy, -dx), order=3, mode="nearest")
+        moved_ok = ndimage.shift(ok.astype(np.float64), (-dy, -dx), order=1, cval=0.0) > 0.999
+    return ShiftEstimate(float(dx), float(dy), gsd_m, "phase")
+
+
+def _to_uint8(x: np.ndarray, valid: BoolArray) -> np.ndarray:
+    lo, hi = np.percentile(x[valid], (1, 99)) if valid.any() else (0.0, 1.0)
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((x - lo) * scale, 0, 255).astype(np.uint8)
+
+
+def sift_shift(
+    lr: npt.ArrayLike,
+    hr_at_lr: npt.ArrayLike,
+    valid: npt.ArrayLike | None = None,
+    *,
+    band: int | None = None,
+    gsd_m: float = 10.0,
+    upsample: int = 4,
+    ratio: float = 0.75,
+    max_match_distance_m: float = 15.0,
+    min_matches: int = 5,
+) -> ShiftEstimate:
+    """LR-vs-HR translation from SIFT matches, as SEN2VENuS registered its pairs.
+
+    Both images (on the LR grid) are upsampled ``upsample`` times with bicubic interpolation
+    (so that SIFT finds enough keypoints on a 121 px chip), stretched to 8 bits, and matched
+    with Lowe's ratio test. Matches with an end on or within 2 LR px of an invalid pixel and
+    matches whose two points are more than ``max_match_distance_m`` apart are dropped; the
+    shift is the mean displacement of the rest, divided by ``upsample``.
+
+    Args:
+        lr: LR chip ``[C, H, W]`` or ``[H, W]``.
+        hr_at_lr: HR chip on the LR grid, same shape.
+        valid: ``[H, W]`` mask of usable pixels.
+        band: Band to match on (default: the mean of the standardised bands).
+        gsd_m: LR pixel size in metres.
+        upsample: Upsampling factor before matching.
+        ratio: Lowe's ratio-test threshold.
+        max_match_distance_m: Largest displacement a match may have (15 m in SEN2VENuS).
+        min_matches: Fewer matches left than this gives a failed (NaN) estimate.
+
+    Returns:
+        The shift, with the number of matches used.
+    """
+    import cv2  # lazy: only this estimator needs OpenCV
+
+    a = _as_bands(lr, "lr")
+    b = _as_bands(hr_at_lr, "hr_at_lr")
+    if a.shape != b.shape:
+        raise QaError(f"lr has shape {a.shape} but hr_at_lr {b.shape}: bring HR to the LR grid")
+    ok = _every_band(np.isfinite(a)) & _every_band(np.isfinite(b))
+    m = _as_mask(valid, a.shape[1:], "valid")
+    if m is not None:
+        ok &= m
+    failed = ShiftEstimate(math.nan, math.nan, gsd_m, "sift", 0)
+    if not ok.any():
+        return failed
+    # grid_mode scales pixel areas: a displacement of u upsampled px is exactly u / upsample px.
+    up_ok = (
+        ndimage.zoom(ok.astype(np.float64), upsample, order=0, grid_mode=True, mode="grid-constant")
+        > 0.5
+    )
+    images = []
+    for img in (a, b):
+        z = ndimage.zoom(
+            _combined_band(img, ok, band), upsample, order=3, grid_mode=True, mode="grid-mirror"
+        )
+        images.append(_to_uint8(z, up_ok))
+    sift = cv2.SIFT_create()  # type: ignore[attr-defined]
+    kp_a, des_a = sift.detectAndCompute(images[0], None)
+    kp_b, des_b = sift.detectAndCompute(images[1], None)
+    if des_a is None or des_b is None or len(kp_a) < 2 or len(kp_b) < 2:
+        return failed
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_b, des_a, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    if not good:
+        return failed
+    pts_b = np.array([kp_b[g.queryIdx].pt for g in good], dtype=np.float64)
+    pts_a = np.array([kp_a[g.trainIdx].pt for g in good], dtype=np.float64)
+    # OpenCV keypoints are (x, y) with pixel centres at integers in the upsampled image.
+    disp = (pts_a - pts_b) / upsample
+    # A keypoint within 2 LR px of an invalid pixel sees the mask edge, which sits at the same
+    # place in both images and would vote for a zero shift: such matches are dropped too.
+    core = ndimage.binary_erosion(up_ok, iterations=2 * upsample, border_value=1)
+    h, w = core.shape
+    ia = np.clip(np.rint(pts_a).astype(int), 0, [w - 1, h - 1])
+    ib = np.clip(np.rint(pts_b).astype(int), 0, [w - 1, h - 1])
+    keep = core[ia[:, 1], ia[:, 0]] & core[ib[:, 1], ib[:, 0]]
+    keep &= np.hypot(disp[:, 0], disp[:, 1]) * gsd_m <= max_match_distance_m
+    n = int(keep.sum())
+    if n < min_matches:
+        return ShiftEstimate(math.nan, math.nan, gsd_m, "sift", n)
+    dx, dy = disp[keep].mean(axis=0)
+    return ShiftEstimate(float(dx), float(dy), gsd_m, "sift", n)
+
+
+def correct_shift(lr: npt.ArrayLike, shift: ShiftEstimate, *, order: int = 3) -> FloatArray:
+    """Move the LR content back by the estimated shift (bicubic spline interpolation).
+
+    Pixels that come from outside the chip are filled by mirroring (a sub-pixel shift touches
+    only the outermost row or column).
+
+    Args:
+        lr: LR chip ``[C, H, W]`` or ``[H, W]``.
+        shift: The estimate (must be finite).
+        order: Spline order (3: bicubic).
+
+    Returns:
+        The aligned chip, float64 (same rank as ``lr``).
+    """
+    if not shift.ok:
+        raise QaError("cannot correct by a failed shift estimate; reject the chip instead")
+    a = np.asarray(lr, dtype=np.float64)
+    offsets = (0.0,) * (a.ndim - 2) + (-shift.dy_px, -shift.dx_px)
+    out: FloatArray = ndimage.shift(a, offsets, order=order, mode="mirror")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Spectral agreement
+# ------------------------------------------------------------------------------------------
+
+
+def spectral_angle_deg(
+    a: npt.ArrayLike, b: npt.ArrayLike, valid: npt.ArrayLike | None = None
+) -> float:
+    """Mean spectral angle in degrees between two ``[C, H, W]`` images, over valid pixels.
+
+    Pixels where either spectrum is all zeros (no direction) or not finite are left out.
+    """
+    x = _as_bands(a, "a").astype(np.float64)
+    y = _as_bands(b, "b").astype(np.float64)
+    if x.shape != y.shape:
+        raise QaError(f"images of shapes {x.shape} and {y.shape}: they must match")
+    nx = np.sqrt((x * x).sum(axis=0))
+    ny = np.sqrt((y * y).sum(axis=0))
+    ok = np.isfinite(nx) & np.isfinite(ny) & (nx > 0) & (ny > 0)
+    m = _as_mask(valid, x.shape[1:], "valid")
+    if m is not None:
+        ok &= m
+    if not ok.any():
+        return math.nan
+    cos = (x[:, ok] * y[:, ok]).sum(axis=0) / (nx[ok] * ny[ok])
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean())
+
+
+def spectral_qa(
+    lr: npt.ArrayLike, hr_at_lr: npt.ArrayLike, valid: npt.ArrayLike | None = None
+) -> float:
+    """SEN2NAIP's QA_2: mean spectral angle (degrees) after histogram-matching HR to LR.
+
+    The HR bands are matched to the LR bands one by one (exact empirical-CDF matching, from
+    :mod:`degradation.harmonize.histogram`) using the valid pixels only, so the angle measures
+    disagreement in spectral shape, not a radiometric offset between the sensors.
+    """
+    from degradation.harmonize.histogram import match_histograms  # imports torch: lazily
+
+    x = _as_bands(lr, "lr")
+    y = _as_bands(hr_at_lr, "hr_at_lr")
+    if x.shape != y.shape:
+        raise QaError(f"lr has shape {x.shape} but hr_at_lr {y.shape}: bring HR to the LR grid")
+    ok = _every_band(np.isfinite(x)) & _every_band(np.isfinite(y))
+    m = _as_mask(valid, x.shape[1:], "valid")
+    if m is not None:
+        ok &= m
+    if not ok.any():
+        return math.nan
+    src = np.ascontiguousarray(y[:, ok].astype(np.float64)[:, None, :])
+    ref = np.ascontiguousarray(x[:, ok].astype(np.float64)[:, None, :])
+    matched = np.asarray(match_histograms(src, ref, workers=1))[:, 0, :]
+    return spectral_angle_deg(ref[:, 0, :][:, None, :], matched[:, None, :])
+
+
+# ------------------------------------------------------------------------------------------
+# The whole check
+# ------------------------------------------------------------------------------------------
+
+
+def evaluate_chip(
+    lr: npt.ArrayLike,
+    hr_at_lr: npt.ArrayLike,
+    *,
+    hr: npt.ArrayLike | None = None,
+    lr_invalid: npt.ArrayLike | None = None,
+    hr_invalid: npt.ArrayLike | None = None,
+    nodata: float | None = None,
+    scl: npt.ArrayLike | None = None,
+    cloud: npt.ArrayLike | None = None,
+    shadow: npt.ArrayLike | None = None,
+    lr_saturated: npt.ArrayLike | None = None,
+    hr_saturation: float | None = None,
+    gsd_m: float = 10.0,
+    thresholds: QaThresholds | None = None,
+) -> QaResult:
+    """Run every check on one LR/HR chip pair and list the reasons to reject it.
+
+    Args:
+        lr: LR chip ``[C, H, W]`` float reflectance.
+        hr_at_lr: HR chip on the LR grid (same shape as ``lr``).
+        hr: Full-resolution HR chip for blank detection (SEN2NAIP looks for blank areas in
+            NAIP at 2.5 m); default ``hr_at_lr``.
+        lr_invalid: ``[H, W]`` reader mask of LR nodata.
+        hr_invalid: ``[H, W]`` reader mask of HR nodata on the LR grid.
+        nodata: Fill value in the images, if any.
+        scl: Sentinel-2 SCL on the LR grid (clouds, shadow; class 0 is nodata, 1 saturated).
+        cloud: Boolean cloud mask on the LR grid (provider cloud band or cloud model).
+        shadow: Boolean shadow mask on the LR grid.
+        lr_saturated: ``[H, W]`` LR saturation mask.
+        hr_saturation: HR value at or above which a band counts as saturated.
+        gsd_m: LR pixel size in metres.
+        thresholds: Limits (default :class:`QaThresholds`).
+
+    Returns:
+        Every metric and the reasons (in :class:`Reason` order, each once).
+    """
+    t = thresholds or QaThresholds()
+    a = _as_bands(lr, "lr")
+    b = _as_bands(hr_at_lr, "hr_at_lr")
+    if a.shape[1:] != b.shape[1:]:
+        raise QaError(f"lr has shape {a.shape} but hr_at_lr {b.shape}: bring HR to the LR grid")
+    shape = a.shape[1:]
+    scl_arr = None if scl is None else np.asarray(scl)
+    if scl_arr is not None and scl_arr.shape != shape:
+        raise QaError(f"scl has shape {scl_arr.shape}; resample it to the LR grid {shape}")
+    lr_bad = nodata_mask(a, nodata, lr_invalid)
+    if scl_arr is not None:
+        lr_bad |= scl_arr == SCL_NODATA
+    hr_bad = nodata_mask(b, nodata, hr_invalid)
+    nod = max(float(lr_bad.mean()), float(hr_bad.mean()))
+    cloud_f, shadow_f = cloud_fractions(scl_arr, cloud, shadow)
+    sat_mask = _as_mask(lr_saturated, shape, "lr_saturated")
+    if scl_arr is not None:
+        scl_sat = scl_arr == SCL_SATURATED_DEFECTIVE
+        sat_mask = scl_sat if sat_mask is None else sat_mask | scl_sat
+    sat = max(saturated_fraction(a, None, sat_mask), saturated_fraction(b, hr_saturation))
+    valid = ~(lr_bad | hr_bad)
+    implausible = max(
+        implausible_fraction(a, t.reflectance_range, valid),
+        implausible_fraction(b, t.reflectance_range, valid),
+    )
+    blank_lr = blank_fraction(a, t.blank_window_px, t.blank_rule)
+    blank_hr = blank_fraction(b if hr is None else hr, t.blank_window_px, t.blank_rule)
+    if t.shift_method == "sift":
+        shift = sift_shift(
+            a,
+            b,
+            valid,
+            gsd_m=gsd_m,
+            max_match_distance_m=t.max_match_distance_m,
+            min_matches=t.min_matches,
+        )
+    else:
+        shift = phase_correlation(a, b, valid, gsd_m=gsd_m)
+    qa1 = shift.magnitude_px
+    qa2 = spectral_qa(a, b, valid)
+
+    reasons: list[Reason] = []
+    checks: Sequence[tuple[Reason, bool]] = (
+        (Reason.NODATA, nod > t.max_nodata_fraction),
+        (Reason.CLOUD, cloud_f > t.max_cloud_fraction),
+        (Reason.CLOUD_SHADOW, shadow_f > t.max_shadow_fraction),
+        (Reason.BLANK, blank_lr > 0 or blank_hr > 0),
+        (Reason.SHIFT, shift.ok and qa1 > t.max_shift_px),
+        (Reason.REGISTRATION_FAILED, not shift.ok),
+        (Reason.SPECTRAL, not math.isfinite(qa2) or qa2 > t.max_spectral_angle_deg),
+        (Reason.SATURATED, sat > t.max_saturated_fraction),
+        (Reason.IMPLAUSIBLE_REFLECTANCE, implausible > t.max_implausible_fraction),
+    )
+    reasons = [r for r, bad in checks if bad]
+    return QaResult(
+        reasons=tuple(reasons),
+        nodata_fraction=nod,
+        cloud_fraction=cloud_f,
+        shadow_fraction=shadow_f,
+        blank_fraction_lr=blank_lr,
+        blank_fraction_hr=blank_hr,
+        saturated_fraction=sat,
+        implausible_fraction=implausible,
+        shift=shift,
+        qa1_px=qa1,
+        qa2_deg=qa2,
+        thresholds=t,
+    )
