@@ -83,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("details")
         typer.echo(f"error: {exc}", err=True)
         return 1
+    except OSError as exc:
+        # A path the user gave cannot be read or written (missing folder, permissions, full
+        # disk): their input or machine, not a bug, so one line as for any bad input.
+        if _state["verbose"]:
+            log.exception("details")
+        where = f" {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        hint = "check the path, its permissions and free space"
+        typer.echo(f"error: cannot access{where}: {reason}; {hint}", err=True)
+        return 1
     except Exception as exc:
         # Typer vendors its own copy of click, so its usage errors are recognised by shape (an
         # exit code and a message formatter) rather than by a private class.
@@ -144,6 +154,65 @@ def sample(
     typer.echo(
         f"wrote {summary.n} ROIs ({summary.first_id}..{summary.last_id}) to {summary.output}"
     )
+
+
+@app.command()
+def search(
+    rois: Annotated[Path, typer.Argument(help="ROI table (GeoParquet from 'harvest sample').")],
+    recipe: Annotated[str, typer.Option(help="Recipe name (configs/recipes) or YAML path.")],
+    catalog: Annotated[
+        str,
+        typer.Option(
+            help="Provider (planetary-computer, earth-search, earth-engine, demo), a STAC API "
+            "URL, a stac-geoparquet file or folder, or a demo world folder."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Pairs table to write.")],
+    start: Annotated[
+        str | None, typer.Option(help="First day YYYY-MM-DD (default: the recipe's).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day YYYY-MM-DD (default: recipe's, else today).")
+    ] = None,
+    all_candidates: Annotated[
+        bool, typer.Option("--all-candidates", help="Keep every candidate pair with its rank.")
+    ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Provider profile of a URL or local snapshot (vocabulary)."),
+    ] = None,
+    ee_project: Annotated[
+        str | None,
+        typer.Option(help="Earth Engine project (default: $EE_PROJECT, $GOOGLE_CLOUD_PROJECT)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Find (LR, HR) acquisition pairs for every ROI and write them as GeoParquet."""
+    import os
+
+    from harvest.catalog.earthengine import default_project
+    from harvest.pipeline import DEMO_WORLD_ENV, open_catalog, parse_day, run_search
+
+    first = parse_day(start, "--start")
+    last = parse_day(end, "--end")
+    opened = open_catalog(
+        catalog,
+        profile=profile,
+        ee_project=ee_project or default_project(os.environ),
+        demo_world=os.environ.get(DEMO_WORLD_ENV),
+    )
+    summary = run_search(
+        rois,
+        recipe=recipe,
+        catalog=opened.catalog,
+        catalog_name=catalog,
+        output=output,
+        start=first,
+        end=last,
+        all_candidates=all_candidates,
+        progress=progress,
+    )
+    typer.echo(summary.line())
 
 
 @demo_app.command("world")

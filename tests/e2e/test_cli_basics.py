@@ -53,3 +53,20 @@ def test_console_script_is_installed() -> None:
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("harvest") == "harvest.cli:main"
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = run_cli("demo", "world", str(blocker / "world"))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("error: ")
+
+
+def test_verbose_shows_the_details_of_an_error(tmp_path) -> None:
+    res = run_cli("-v", "sample", "--n", "3", "--region", str(tmp_path / "nope.gpkg"), "-o", "x")
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: region file not found")
