@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/bench_sample.py
 	$(BIN)/python bench/bench_degradation.py
+	$(BIN)/python bench/bench_search.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

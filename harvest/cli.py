@@ -264,5 +264,106 @@ def demo_run(
     Console(width=max(160, Console().width)).print(table)
 
 
+_QaShift = Annotated[
+    float, typer.Option("--max-shift-px", min=0, help="Reject chips whose QA_1 shift exceeds this.")
+]
+_QaSam = Annotated[
+    float, typer.Option("--max-sam-deg", min=0, help="Reject chips whose QA_2 angle exceeds this.")
+]
+_QaCloud = Annotated[
+    float,
+    typer.Option("--max-cloud-pct", min=0, max=100, help="Largest cloud + shadow share (%)."),
+]
+_QaNodata = Annotated[
+    float, typer.Option("--max-nodata-pct", min=0, max=100, help="Largest nodata share (%).")
+]
+_QaMethod = Annotated[str, typer.Option("--shift-method", help="Shift estimator: phase or sift.")]
+
+
+@app.command()
+def fetch(
+    pairs: Annotated[Path, typer.Argument(help="Pairs table (from 'harvest search').")],
+    recipe: Annotated[str, typer.Option(help="Recipe name (configs/recipes) or YAML path.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to write.")],
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes of a local Dask cluster (1: no Dask).")
+    ] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786).")
+    ] = None,
+    correct_shift: Annotated[
+        bool, typer.Option("--correct-shift", help="Move kept LR chips by the estimated shift.")
+    ] = False,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    max_shift_px: _QaShift = 1.0,
+    max_sam_deg: _QaSam = 2.0,
+    max_cloud_pct: _QaCloud = 0.0,
+    max_nodata_pct: _QaNodata = 0.0,
+    shift_method: _QaMethod = "phase",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Read, quality-check and write LR/HR chips (SEN2NAIP layout); resumes an existing folder."""
+    from harvest.config import load_recipe
+    from harvest.errors import InputFileError
+    from harvest.fetch import qa_thresholds, run_fetch
+    from harvest.tables import read_pairs
+
+    rec = load_recipe(recipe)
+    table = read_pairs(pairs)
+    if table.metadata.recipe != rec.name:
+        raise InputFileError(
+            f"{pairs} was searched with recipe {table.metadata.recipe}, not {rec.name}: "
+            f"pass --recipe {table.metadata.recipe}"
+        )
+    sign = None
+    if table.metadata.provider == "planetary-computer":
+        from harvest.catalog.stac_api import planetary_computer_signer
+
+        sign = planetary_computer_signer()
+    summary = run_fetch(
+        table,
+        rec,
+        output,
+        workers=workers,
+        scheduler=scheduler,
+        thresholds=qa_thresholds(
+            max_shift_px, max_sam_deg, max_cloud_pct, max_nodata_pct, shift_method
+        ),
+        correct_shift=correct_shift,
+        progress=progress,
+        sign=sign,
+        split_seed=split_seed,
+    )
+    typer.echo(
+        f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed "
+        f"({summary.n_done_before} done before; {summary.chips_per_s:.1f} chips/s); "
+        f"manifest {summary.manifest}"
+    )
+
+
+@app.command()
+def qa(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by 'harvest fetch'.")],
+    max_shift_px: _QaShift = 1.0,
+    max_sam_deg: _QaSam = 2.0,
+    max_cloud_pct: _QaCloud = 0.0,
+    max_nodata_pct: _QaNodata = 0.0,
+    shift_method: _QaMethod = "phase",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Re-run chip QA with other thresholds, without fetching again; rewrites the manifest."""
+    from harvest.fetch import qa_thresholds, run_qa
+
+    summary = run_qa(
+        dataset,
+        qa_thresholds(max_shift_px, max_sam_deg, max_cloud_pct, max_nodata_pct, shift_method),
+        progress=progress,
+    )
+    typer.echo(
+        f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed; "
+        f"manifest {summary.manifest}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

@@ -35,7 +35,7 @@ and for any input order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -181,6 +181,50 @@ class PairCandidate:
                 name = "footprint" if key == "geometry" else key
                 row[f"{prefix}_{name}"] = value
         return row
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> PairCandidate:
+        """Rebuild a pair from a row written by :meth:`to_record` (extra columns are ignored).
+
+        Raises:
+            InputFileError: a pair column is missing.
+            CatalogError: a scene column is missing or unreadable.
+        """
+        missing = [c for c in _PAIR_FIELDS if c not in row]
+        if missing:
+            raise InputFileError(
+                f"pair row lacks column(s) {', '.join(missing)}: "
+                "was it written by 'harvest search'?"
+            )
+        scenes = []
+        for prefix in ("lr", "hr"):
+            cut = len(prefix) + 1
+            sub = {k[cut:]: v for k, v in row.items() if k.startswith(f"{prefix}_")}
+            if "footprint" in sub:
+                sub["geometry"] = sub.pop("footprint")
+            scenes.append(SceneRef.from_record(sub))
+        return cls(
+            roi_id=str(row["roi_id"]),
+            lr=scenes[0],
+            hr=scenes[1],
+            dt_hours=float(row["dt_hours"]),
+            lr_coverage_pct=float(row["lr_coverage_pct"]),
+            hr_coverage_pct=float(row["hr_coverage_pct"]),
+            cloud_score_pct=float(row["cloud_score_pct"]),
+            view_score_deg=float(row["view_score_deg"]),
+            rank=int(row["rank"]),
+        )
+
+
+_PAIR_FIELDS = (
+    "roi_id",
+    "rank",
+    "dt_hours",
+    "lr_coverage_pct",
+    "hr_coverage_pct",
+    "cloud_score_pct",
+    "view_score_deg",
+)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harvest import __version__
-from harvest.errors import InputFileError, SamplingError
+from harvest.errors import ConfigError, InputFileError, SamplingError
+
+if TYPE_CHECKING:
+    from harvest.catalog.base import Catalog
+    from harvest.config import Recipe
+    from harvest.grid import ChipGridArray
 
 ROI_ID_PREFIX = "ROI_"
 # Zero-padded to 6 digits; beyond 999,999 the number just grows (still unique, no longer
@@ -284,4 +291,395 @@ def run_demo(
                 time.perf_counter() - t0,
             )
         )
+    # Search: the demo world's stac-geoparquet snapshot, the bulk path users run at scale.
+    for recipe_name in ("sen2naip",):
+        t0 = time.perf_counter()
+        target = out_dir / f"pairs-{recipe_name}.parquet"
+        reused = target.exists()
+        if not reused:
+            opened = open_catalog(str(world.out_dir))
+            run_search(
+                out_dir / "rois.parquet",
+                recipe=recipe_name,
+                catalog=opened.catalog,
+                catalog_name=opened.name,
+                output=target,
+                all_candidates=False,
+                progress=progress,
+            )
+        from harvest.tables import read_pairs
+
+        table = read_pairs(target)
+        stages.append(
+            DemoStage(
+                f"search ({recipe_name})",
+                target,
+                f"{len(table.rows)} of {n_sites} ROIs paired (truth: "
+                f"{len({p.site_id for p in truth.pairs_for(recipe_name)})} sites with a pair)"
+                + (" (reused)" if reused else ""),
+                time.perf_counter() - t0,
+            )
+        )
     return DemoRunSummary(out_dir=out_dir, stages=tuple(stages))
+
+
+# --- search ------------------------------------------------------------------------------------
+
+DEMO_WORLD_ENV = "HARVEST_DEMO_WORLD"
+"""Environment variable naming the demo world folder ``--catalog demo`` searches (read by the
+CLI only)."""
+
+
+def parse_day(text: str | None, option: str) -> date | None:
+    """A ``YYYY-MM-DD`` option value as a date (None stays None).
+
+    Raises:
+        ConfigError: the text is not a calendar date.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is not a date: give it as YYYY-MM-DD, e.g. 2021-06-30"
+        ) from None
+
+
+def search_window(
+    recipe: Recipe, start: date | None, end: date | None, today: date | None = None
+) -> tuple[date, date]:
+    """The inclusive day window of a search: the options, else the recipe's, else up to today.
+
+    Raises:
+        ConfigError: no start anywhere, or start after end.
+    """
+    first = start or recipe.start
+    if first is None:
+        raise ConfigError(f"recipe {recipe.name} has no start date: pass --start YYYY-MM-DD")
+    last = end or recipe.end or today or datetime.now(UTC).date()
+    if first > last:
+        raise ConfigError(
+            f"search window starts {first} after it ends {last}: check --start/--end "
+            f"(recipe {recipe.name} defaults: {recipe.start} to {recipe.end or 'today'})"
+        )
+    return first, last
+
+
+def is_demo_world(path: Path) -> bool:
+    """Whether a folder holds a demo world (``truth.json`` and ``stac-geoparquet/``)."""
+    return (path / "truth.json").is_file() and (path / "stac-geoparquet").is_dir()
+
+
+@dataclass(frozen=True)
+class OpenedCatalog:
+    """A catalog chosen from a ``--catalog`` value.
+
+    Attributes:
+        catalog: The backend.
+        name: The ``--catalog`` value as given.
+        kind: ``stac-api``, ``stac-geoparquet`` or ``earth-engine``.
+        location: URL, folder or file searched (or the Earth Engine project).
+    """
+
+    catalog: Catalog
+    name: str
+    kind: str
+    location: str
+
+
+def open_catalog(
+    spec: str,
+    *,
+    profile: str | None = None,
+    ee_project: str | None = None,
+    demo_world: str | Path | None = None,
+) -> OpenedCatalog:
+    """Build the backend a ``--catalog`` value names. No network I/O happens here.
+
+    Args:
+        spec: A provider name from ``configs/providers`` (``planetary-computer``,
+            ``earth-search``, ``earth-engine``, ``demo``), an http(s) STAC API URL, a
+            stac-geoparquet file or folder, or a demo world folder.
+        profile: Provider profile (vocabulary) of a URL or a local snapshot; default: the
+            provider whose URL it is, else ``planetary-computer`` (``demo`` for a demo world).
+        ee_project: Google Cloud project for Earth Engine (None: that of the credentials).
+        demo_world: Demo world folder searched by ``demo`` (the CLI passes
+            ``$HARVEST_DEMO_WORLD``).
+
+    Raises:
+        ConfigError: unknown provider name, or ``demo`` without a world folder.
+        CatalogError: the local source is not stac-geoparquet.
+    """
+    from harvest.catalog.profiles import known_profiles, load_profile
+    from harvest.catalog.stac_api import StacApiCatalog, planetary_computer_signer
+    from harvest.catalog.stac_parquet import StacParquetCatalog
+
+    def parquet(source: Path, prof_name: str) -> OpenedCatalog:
+        prof = load_profile(prof_name)
+        sign = planetary_computer_signer() if prof.sign_hrefs else None
+        folder = source / "stac-geoparquet" if is_demo_world(source) else source
+        cat = StacParquetCatalog(folder, prof, sign=sign)
+        return OpenedCatalog(cat, spec, "stac-geoparquet", str(folder))
+
+    if spec in known_profiles():
+        prof = load_profile(profile or spec)
+        if prof.kind == "earth-engine":
+            from harvest.catalog.earthengine import EarthEngineCatalog
+
+            ee = EarthEngineCatalog(prof, project=ee_project)
+            return OpenedCatalog(ee, spec, "earth-engine", ee_project or "(default project)")
+        if prof.kind == "stac-api":
+            assert prof.stac_api_url is not None  # the profile model guarantees it
+            sign = planetary_computer_signer() if prof.sign_hrefs else None
+            api = StacApiCatalog(prof.stac_api_url, prof, sign=sign)
+            return OpenedCatalog(api, spec, "stac-api", prof.stac_api_url)
+        if demo_world is None or not str(demo_world).strip():
+            raise ConfigError(
+                f"--catalog {spec} needs a demo world: set {DEMO_WORLD_ENV} to its folder or "
+                "pass the folder as --catalog (build one with 'harvest demo world DIR')"
+            )
+        world = Path(demo_world)
+        if not is_demo_world(world):
+            raise ConfigError(
+                f"{DEMO_WORLD_ENV}={world} is not a demo world folder (no truth.json and "
+                "stac-geoparquet/): build one with 'harvest demo world DIR'"
+            )
+        return parquet(world, prof.name)
+    if spec.startswith(("http://", "https://")):
+        if profile is None:
+            url = spec.rstrip("/")
+            matches = [
+                name
+                for name in known_profiles()
+                if (load_profile(name).stac_api_url or "").rstrip("/") == url
+            ]
+            profile = matches[0] if matches else "planetary-computer"
+        prof = load_profile(profile)
+        sign = planetary_computer_signer() if prof.sign_hrefs else None
+        return OpenedCatalog(StacApiCatalog(spec, prof, sign=sign), spec, "stac-api", spec)
+    path = Path(spec)
+    if path.exists():
+        default = "demo" if path.is_dir() and is_demo_world(path) else "planetary-computer"
+        return parquet(path, profile or default)
+    known = ", ".join(known_profiles())
+    raise ConfigError(
+        f"--catalog {spec!r} is neither a provider ({known}), an http(s) STAC API URL, nor an "
+        "existing stac-geoparquet file or folder"
+    )
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What ``run_search`` wrote.
+
+    Attributes:
+        output: The pairs table.
+        dropped_output: The table of ROIs without a pair.
+        n_rois: ROIs searched.
+        n_paired: ROIs with a pair.
+        n_rows: Rows written (n_paired, or every candidate with ``all_candidates``).
+        dropped_by_reason: ``(reason, count)`` for every drop reason that occurred.
+        n_requests: Requests the catalog searches made.
+        n_lr_scenes: Distinct LR scenes found.
+        n_hr_scenes: Distinct HR scenes found.
+        start: First day searched.
+        end: Last day searched.
+        seconds: Wall time.
+    """
+
+    output: Path
+    dropped_output: Path
+    n_rois: int
+    n_paired: int
+    n_rows: int
+    dropped_by_reason: tuple[tuple[str, int], ...]
+    n_requests: int
+    n_lr_scenes: int
+    n_hr_scenes: int
+    start: date
+    end: date
+    seconds: float
+
+    def line(self) -> str:
+        """One-line human summary."""
+        drops = ", ".join(f"{n} {r}" for r, n in self.dropped_by_reason) or "none"
+        rows = f" ({self.n_rows} candidate rows)" if self.n_rows != self.n_paired else ""
+        return (
+            f"paired {self.n_paired} of {self.n_rois} ROIs{rows} from {self.n_lr_scenes} LR and "
+            f"{self.n_hr_scenes} HR scenes ({self.start}..{self.end}) in {self.n_requests} "
+            f"requests, {self.seconds:.1f} s; dropped: {drops}; wrote {self.output} and "
+            f"{self.dropped_output.name}"
+        )
+
+
+def chip_footprints(
+    lon_deg: np.ndarray, lat_deg: np.ndarray, recipe: Recipe
+) -> tuple[ChipGridArray, np.ndarray]:
+    """The LR chip grid of every ROI and its footprint polygon in EPSG:4326.
+
+    The polygon is the chip square in its UTM zone, densified so the lon/lat outline follows
+    the metric edges (the coverage test must see the chip, not its corners).
+    """
+    import shapely
+    from pyproj import Transformer
+
+    from harvest.grid import chip_grids_many
+
+    grids = chip_grids_many(lon_deg, lat_deg, recipe)
+    side = grids.layout.side_m
+    geoms = np.empty(len(grids), dtype=object)
+    for code in np.unique(grids.epsg):
+        sel = grids.epsg == code
+        left, top = grids.left_m[sel], grids.top_m[sel]
+        boxes = shapely.segmentize(shapely.box(left, top - side, left + side, top), side / 8.0)
+        back = Transformer.from_crs(int(code), 4326, always_xy=True)
+
+        def to_lonlat(xy: np.ndarray, back: Transformer = back) -> np.ndarray:
+            x, y = back.transform(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        geoms[sel] = shapely.transform(boxes, to_lonlat)
+    return grids, geoms
+
+
+def run_search(
+    rois: Path,
+    *,
+    recipe: Recipe | str,
+    catalog: Catalog,
+    output: Path,
+    catalog_name: str = "",
+    start: date | None = None,
+    end: date | None = None,
+    all_candidates: bool = False,
+    progress: bool = False,
+    today: date | None = None,
+) -> SearchSummary:
+    """Search the LR and HR scenes of every ROI's chip and write the pairs table.
+
+    One :class:`~harvest.catalog.base.SearchRequest` per collection holds every ROI's chip
+    footprint (the backend batches them into few requests); the scenes found are paired with
+    :func:`~harvest.pairing.pair_scenes`; :func:`~harvest.tables.write_pairs` writes
+    ``output`` and ``<output stem>.dropped.parquet`` atomically.
+
+    Args:
+        rois: ROI table (GeoParquet written by ``harvest sample``).
+        recipe: Recipe or its name / YAML path.
+        catalog: The backend to search (see :func:`open_catalog`).
+        output: Pairs table to write.
+        catalog_name: How the catalog was named, recorded in the metadata.
+        start: First day to search (default: the recipe's start).
+        end: Last day to search (default: the recipe's end, else today).
+        all_candidates: Write every candidate pair with its rank, not only rank 0.
+        progress: Show progress bars on stderr.
+        today: The date "today" stands for (tests); default the current UTC date.
+
+    Returns:
+        A :class:`SearchSummary`.
+
+    Raises:
+        InputFileError: the ROI table is missing, not a ROI table, or empty.
+        ConfigError: unknown recipe or a bad window.
+        CatalogError: the catalog cannot be searched.
+    """
+    import time
+
+    from harvest.catalog.base import Footprint, SearchRequest
+    from harvest.config import config_hash, load_recipe
+    from harvest.geoio import read_roi_points
+    from harvest.grid import grid_cells
+    from harvest.pairing import RoiFootprint, pair_scenes
+    from harvest.tables import PairRow, SearchMetadata, write_pairs
+
+    started = time.perf_counter()
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    first, last = search_window(rec, start, end, today)
+    output = Path(output)
+    if output.is_dir():
+        raise InputFileError(f"output {output} is a folder; give a file name such as pairs.parquet")
+    points = read_roi_points(Path(rois))
+    n = len(points.roi_id)
+    if n == 0:
+        raise InputFileError(f"ROI table {rois} holds no ROIs: sample some with 'harvest sample'")
+    grids, geoms = chip_footprints(points.lon_deg, points.lat_deg, rec)
+    rois_fp = [
+        RoiFootprint(roi_id=rid, geometry=g, utm_epsg=int(e))
+        for rid, g, e in zip(points.roi_id, geoms, grids.epsg, strict=True)
+    ]
+    footprints = tuple(Footprint(r.roi_id, r.geometry) for r in rois_fp)
+    window_start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    window_end = datetime(last.year, last.month, last.day, 23, 59, 59, 999999, tzinfo=UTC)
+
+    results = []
+    for spec in (rec.lr, rec.hr):
+        request = SearchRequest(
+            footprints=footprints,
+            collections=(spec.collection,),
+            start=window_start,
+            end=window_end,
+            max_cloud_pct=rec.max_scene_cloud_pct,
+        )
+        results.append(catalog.search(request, progress=progress))
+    lr_res, hr_res = results
+    n_requests = sum(r.stats.n_requests for r in results)
+
+    paired = pair_scenes(
+        rois_fp,
+        lr_res.by_collection(rec.lr.collection),
+        hr_res.by_collection(rec.hr.collection),
+        rec,
+        all_candidates=all_candidates,
+    )
+    chosen = paired.candidates if all_candidates else paired.pairs
+    index = {rid: i for i, rid in enumerate(points.roi_id)}
+    cells = grid_cells(points.lon_deg, points.lat_deg)
+    rows = []
+    for cand in chosen:
+        i = index[cand.roi_id]
+        chips = grids[i]
+        rows.append(
+            PairRow(
+                roi_id=cand.roi_id,
+                lon_deg=float(points.lon_deg[i]),
+                lat_deg=float(points.lat_deg[i]),
+                utm_epsg=int(cells.utm_epsg[i]),
+                pair=cand,
+                mgrs_tile=str(cells.mgrs_tile[i]),
+                chip_id=chips.chip_id,
+                chip_epsg=chips.epsg,
+                chip_transform=chips.lr.transform_tuple,
+                chip_px=chips.lr.width,
+            )
+        )
+    meta = SearchMetadata(
+        recipe=rec.name,
+        recipe_hash=config_hash(rec),
+        catalog=catalog_name or catalog.provider,
+        provider=catalog.provider,
+        start=first.isoformat(),
+        end=last.isoformat(),
+        n_requests=n_requests,
+        n_rois=n,
+        all_candidates=all_candidates,
+        harvest_version=__version__,
+        rois=str(rois),
+    )
+    out, dropped_out = write_pairs(output, rows, paired.dropped, meta)
+    counts: dict[str, int] = {}
+    for d in paired.dropped:
+        counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
+    return SearchSummary(
+        output=out,
+        dropped_output=dropped_out,
+        n_rois=n,
+        n_paired=len(paired.pairs),
+        n_rows=len(rows),
+        dropped_by_reason=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        n_requests=n_requests,
+        n_lr_scenes=len(lr_res.by_collection(rec.lr.collection)),
+        n_hr_scenes=len(hr_res.by_collection(rec.hr.collection)),
+        start=first,
+        end=last,
+        seconds=time.perf_counter() - started,
+    )

@@ -14,7 +14,8 @@ such a snapshot must not cost 100,000 searches. :class:`StacParquetCatalog` answ
 The exact test (footprint intersection, inclusive window) then runs in shapely via
 :func:`~harvest.catalog.memory.filter_scenes`, and rows are parsed with the same
 :func:`~harvest.catalog.profiles.parse_item` as the STAC API path, so both paths return the
-same scenes for the same items.
+same scenes for the same items. Relative asset hrefs (the demo world writes them relative to
+the parquet file's folder) are made absolute against the folder of the file holding the item.
 
 DuckDB is opened with extension auto-install and auto-load off: nothing here needs the
 ``spatial`` extension (bboxes are plain structs, geometries are read as WKB), and this code
@@ -24,6 +25,7 @@ must never reach for the network.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -107,6 +109,14 @@ def _unified_schema(files: Sequence[Path]) -> pa.Schema:
         raise CatalogError(
             f"the stac-geoparquet files disagree on column types ({exc}): search them separately"
         ) from None
+
+
+def _absolute_href(asset: Mapping[str, Any], folder: str) -> Mapping[str, Any]:
+    """The asset with a relative href made absolute against ``folder`` (URLs kept as they are)."""
+    href = str(asset["href"])
+    if not folder or "://" in href or os.path.isabs(href):
+        return asset
+    return {**asset, "href": os.path.normpath(os.path.join(folder, href))}
 
 
 class StacParquetCatalog:
@@ -285,7 +295,7 @@ hits AS (
     WHERE fp.fxmin <= cells._b.xmax AND fp.fxmax >= cells._b.xmin
       AND fp.fymin <= cells._b.ymax AND fp.fymax >= cells._b.ymin
 )
-SELECT src.* EXCLUDE (_f, _r, _b)
+SELECT src.* EXCLUDE (_r, _b)
 FROM src SEMI JOIN hits ON src._f = hits._f AND src._r = hits._r
 ORDER BY collection, id
 """
@@ -328,7 +338,14 @@ ORDER BY collection, id
         ids = table.column("id").to_pylist()
         colls = table.column("collection").to_pylist()
         when = table.column("datetime").cast(pa.string()).to_pylist()
-        skip = {"id", "collection", "geometry", "datetime"}
+        skip = {"id", "collection", "geometry", "datetime", "_f"}
+        # Relative asset hrefs (as in the demo world's snapshot) are relative to the folder of
+        # the parquet file that holds the item; resolve them so a scene names a readable file.
+        folders = (
+            [os.path.dirname(str(f)) for f in table.column("_f").to_pylist()]
+            if "_f" in table.column_names
+            else [""] * n
+        )
         prop_cols = {
             name: table.column(name).to_pylist()
             for name in table.column_names
@@ -349,7 +366,7 @@ ORDER BY collection, id
             assets: dict[str, Mapping[str, Any]] = {}
             for key, values in asset_cols.items():
                 if values[i] is not None and values[i].get("href"):
-                    assets[key] = values[i]
+                    assets[key] = _absolute_href(values[i], folders[i])
             item = {
                 "id": ids[i],
                 "collection": colls[i],

@@ -25,7 +25,7 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     out = tmp_path / "demo"
     res = run_demo(out, demo_world)
     assert res.returncode == 0, res.stderr
-    for stage in ("demo world", "sample (demo sites)", "sample (CONUS)"):
+    for stage in ("demo world", "sample (demo sites)", "sample (CONUS)", "search (sen2naip)"):
         assert stage in res.stdout
     truth = load_truth(demo_world / "truth.json")
     assert f"{len(truth.pairs_for('sen2naip'))} sen2naip" in res.stdout
@@ -35,10 +35,13 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     assert len(rois) == len(truth.sites)
     assert shapely.contains_xy(region, rois.geometry.x, rois.geometry.y).all()
     assert len(gpd.read_parquet(out / "rois-conus.parquet")) == 18_000
+    # One ROI per site, so the paired ROIs are the sites truth gives a sen2naip pair.
+    pairs = gpd.read_parquet(out / "pairs-sen2naip.parquet")
+    assert len(pairs) == len({p.site_id for p in truth.pairs_for("sen2naip")})
 
     # Running again reuses every finished stage and changes nothing.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = run_demo(out, demo_world)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(reused)") == 3
+    assert again.stdout.count("(reused)") == 4
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before
