@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from torch.nn import functional as F  # noqa: N812
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from degradation.errors import DegradationError  # noqa: E402
 from degradation.fit import fit_sigma  # noqa: E402
 from degradation.harmonize.histogram import match_histograms  # noqa: E402
 from degradation.noise import PACKAGE_NOISE_STD  # noqa: E402
 from degradation.pipeline import Degrader  # noqa: E402
+from degradation.pretrained import load_sen2naip  # noqa: E402
 from degradation.psf import SEN2NAIP_PSF, SEN2NAIP_SIGMA_PX, blur_downsample  # noqa: E402
 from degradation.resample import downsample  # noqa: E402
 
@@ -85,6 +88,17 @@ def _published_pipe() -> Any:
         "percentiles": [50],
     }
     return pipe("naip_d", add_noise=True, params=params)
+
+
+def _published_noise() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """opensr-degradation's per-pixel matrix sampler, or None when it cannot be imported."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from opensr_degradation.naipd.noise import create_noisy_1
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    return create_noisy_1  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -243,6 +257,57 @@ def main() -> None:
         None,
         3,
     )
+
+    # 6. Reflectance-to-noise matrix sampler on one 4 x 275 x 275 LR image. With a legacy
+    # RandomState positioned like numpy's global one, our draws equal the published ones.
+    try:
+        model = load_sen2naip()
+    except DegradationError:
+        model = None
+    if model is not None and model.noise is not None:
+        matrix = model.noise
+        lr_img = _np(blur_downsample(hr, sig))
+        noise_ref = None
+        published_noise = _published_noise()
+        if published_noise is not None:
+
+            def theirs_noise() -> torch.Tensor:
+                np.random.seed(0)
+                return published_noise(torch.from_numpy(lr_img))
+
+            noise_ref = _np(theirs_noise())
+            add(
+                "noise matrix sampler (4 x 275 x 275)",
+                "opensr-degradation create_noisy_1 (reference)",
+                theirs_noise,
+                noise_ref,
+                3,
+            )
+
+        def ours_noise() -> Any:
+            rs = np.random.RandomState(0)
+            rs.random_sample()  # np.vectorize draws once more for the first pixel
+            return matrix.sample(lr_img, rs)
+
+        add(
+            "noise matrix sampler (4 x 275 x 275)",
+            "degradation NoiseMatrix.sample",
+            ours_noise,
+            noise_ref,
+            r,
+        )
+
+        # 7. The learned modes with the published weights (U-Net at 10 m, VAE histograms).
+        full = Degrader.from_model(model)
+        for mode in ("deterministic", "variational"):
+            deg = replace(full, mode=mode)
+            add(
+                f"{mode} degradation",
+                "degradation.Degrader (sen2naip)",
+                lambda deg=deg: deg(hr_t, 0),  # type: ignore[misc]
+                None,
+                5,
+            )
 
     print(
         f"threads: {args.threads}, torch {torch.__version__}, numpy {np.__version__}, "

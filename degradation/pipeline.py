@@ -2,21 +2,30 @@
 
     S2like = Phi(Upsilon(HR)) downsampled + n
 
-Modes available here (the learned ones, deterministic and variational, come later):
+Modes:
 
 - ``"raw"``: no harmonisation, antialiased bilinear downsampling, no noise (the paper's "Raw").
 - ``"statistical"``: per-band gamma ``x ** (1 / gamma)`` with gamma either the model's per-band
-  percentile or a per-sample draw from its normal model, then the PSF blur + bilinear
-  downsampling without antialias, then the simple noise added at LR resolution.
+  percentile or a per-sample draw from its normal model.
+- ``"deterministic"``: the U-Net method (:class:`~degradation.harmonize.unet.UNetHarmonizer`).
+- ``"variational"``: the VAE method (:class:`~degradation.harmonize.vae.VAEHarmonizer`).
+- ``"all"``: one of statistical, deterministic, variational chosen at random per sample.
+
+Every mode but raw then applies the PSF blur + bilinear downsampling without antialias and adds
+noise at LR resolution: drawn from the reflectance-to-noise matrix when the Degrader has one,
+otherwise the simple signal-scaled Gaussian.
 
 Randomness comes only from the ``rng`` passed to each call (a numpy Generator, a
-``torch.Generator`` or an int seed), so a DataLoader that derives one seed per sample (e.g. from
-a run seed and the sample index) gets the same output for any worker count.
+``torch.Generator`` or an int seed), so a DataLoader that derives one seed per sample
+(:func:`sample_seed` from a run seed and the sample index) gets the same output for any worker
+count. A Degrader pickles (TorchScript networks included), so it can be a DataLoader transform
+with worker processes. Build one from loaded weights with :meth:`Degrader.from_model`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +33,15 @@ import torch
 from degradation._tensor import to_batched
 from degradation.errors import DegradationError
 from degradation.harmonize.gamma import SEN2NAIP_GAMMA, GammaModel, apply_gamma
-from degradation.noise import PAPER_NOISE_STD, RandomSource, simple_noise
+from degradation.harmonize.unet import UNetHarmonizer
+from degradation.harmonize.vae import VAEHarmonizer
+from degradation.noise import PAPER_NOISE_STD, NoiseMatrix, RandomSource, simple_noise
 from degradation.psf import GaussianPSF
 from degradation.resample import downsample
 
-MODES = ("raw", "statistical")
+MODES = ("raw", "statistical", "deterministic", "variational", "all")
+#: The modes "all" chooses from, one per sample.
+ALL_MODES = ("statistical", "deterministic", "variational")
 
 
 @dataclass(frozen=True)
@@ -38,14 +51,17 @@ class DegradedPair:
     Attributes:
         hr: the harmonised HR image (the input itself in raw mode).
         lr: the Sentinel-2-like LR image.
-        mode: the mode that produced it.
-        gamma: per-band gammas used ([C] or [B, C]); None in raw mode.
+        mode: the mode that produced it ("all" only when a batch mixed several).
+        gamma: per-band gammas used ([C] or [B, C], NaN rows for samples of other modes);
+            None when no sample was statistical.
+        modes: the mode of every batch item (one entry for a [C, H, W] input).
     """
 
     hr: np.ndarray | torch.Tensor
     lr: np.ndarray | torch.Tensor
     mode: str
     gamma: np.ndarray | None
+    modes: tuple[str, ...] = ()
 
 
 def _numpy_rng(rng: RandomSource) -> np.random.Generator:
@@ -62,18 +78,31 @@ def _numpy_rng(rng: RandomSource) -> np.random.Generator:
     )
 
 
+def sample_seed(run_seed: int, index: int) -> int:
+    """A per-sample seed from a run seed and a sample index (independent streams, any order)."""
+    state = np.random.SeedSequence([int(run_seed), int(index)]).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
 @dataclass(frozen=True)
 class Degrader:
     """Turn HR images into (HR_h, S2-like LR) pairs.
 
     Attributes:
-        mode: "raw" or "statistical".
+        mode: one of :data:`MODES`.
         psf: blur + downsampling operator (its ``factor`` is the HR/LR ratio).
         gamma_model: normal model of per-band gammas.
         percentile: per-band percentile of ``gamma_model`` applied to every sample (the paper
             uses 50), or None to draw a gamma vector per sample.
-        noise_std: relative noise std (0.012 in the paper; 0 disables noise).
+        noise_std: relative noise std of the simple model (0.012 in the paper; 0 disables
+            noise when there is no noise matrix).
         noise_scaling: "pixel_rms" (paper), "band_rms" (package) or "none".
+        unet: the deterministic method (needed by modes deterministic and all).
+        vae: the variational method (needed by modes variational and all).
+        noise_matrix: draw the noise from this reflectance-to-noise matrix instead of the
+            simple model.
+        vae_sample: draw the VAE latent per sample (from the call's random source) instead of
+            using the posterior mean.
     """
 
     mode: str = "statistical"
@@ -82,6 +111,10 @@ class Degrader:
     percentile: float | None = 50.0
     noise_std: float = PAPER_NOISE_STD
     noise_scaling: str = "pixel_rms"
+    unet: UNetHarmonizer | None = None
+    vae: VAEHarmonizer | None = None
+    noise_matrix: NoiseMatrix | None = None
+    vae_sample: bool = False
 
     def __post_init__(self) -> None:
         """Validate the configuration."""
@@ -89,40 +122,116 @@ class Degrader:
             raise DegradationError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.percentile is not None and not 0 < self.percentile < 100:
             raise DegradationError(f"percentile must be in (0, 100) or None: {self.percentile}")
+        if self.mode in ("deterministic", "all") and self.unet is None:
+            raise DegradationError(
+                f"mode {self.mode!r} needs a U-Net: pass unet=UNetHarmonizer(...) or build the "
+                "Degrader with Degrader.from_model(load_model('sen2naip'))"
+            )
+        if self.mode in ("variational", "all") and self.vae is None:
+            raise DegradationError(
+                f"mode {self.mode!r} needs a VAE: pass vae=VAEHarmonizer(...) or build the "
+                "Degrader with Degrader.from_model(load_model('sen2naip'))"
+            )
+
+    @classmethod
+    def from_model(cls, model: Any, mode: str = "all", **overrides: Any) -> Degrader:
+        """Build a Degrader from a loaded :class:`~degradation.pretrained.DegradationModel`.
+
+        Uses the model's PSF, gamma model, noise matrix, U-Net (at the PSF's factor) and VAE;
+        keyword ``overrides`` replace any field afterwards (e.g. ``percentile=None``).
+        """
+        kwargs: dict[str, Any] = {"mode": "raw", "psf": model.psf}
+        if model.gamma is not None:
+            kwargs["gamma_model"] = model.gamma
+        if model.noise is not None:
+            kwargs["noise_matrix"] = model.noise
+        if model.unet is not None:
+            kwargs["unet"] = UNetHarmonizer(model.unet, factor=model.psf.factor)
+        if model.vae is not None:
+            kwargs["vae"] = VAEHarmonizer(model.vae)
+        return replace(cls(**kwargs), mode=mode, **overrides)
+
+    def _gammas(self, gen: np.random.Generator, n: int, c: int) -> np.ndarray:
+        if len(self.gamma_model.mean) != c:
+            raise DegradationError(
+                f"the gamma model has {len(self.gamma_model.mean)} bands, the image has {c}"
+            )
+        if self.percentile is None:
+            return self.gamma_model.sample(gen, n)
+        return np.broadcast_to(self.gamma_model.percentile(self.percentile), (n, c)).copy()
+
+    def _harmonize(
+        self, mode: str, t: torch.Tensor, gen: np.random.Generator
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        if mode == "statistical":
+            gamma = self._gammas(gen, t.shape[0], t.shape[1])
+            out = apply_gamma(t, gamma)
+            assert isinstance(out, torch.Tensor)
+            return out, gamma
+        if mode == "deterministic":
+            assert self.unet is not None
+            out = self.unet(t)
+        else:
+            assert self.vae is not None
+            generator = None
+            if self.vae_sample:
+                generator = torch.Generator().manual_seed(int(gen.integers(0, 2**62)))
+            out = self.vae(t, generator)
+        assert isinstance(out, torch.Tensor)
+        return out, None
+
+    def _noise(self, lr: torch.Tensor, gen: np.random.Generator) -> torch.Tensor:
+        if self.noise_matrix is not None:
+            noise = self.noise_matrix.sample(lr, gen)
+        elif self.noise_std > 0:
+            noise = simple_noise(lr, gen, std=self.noise_std, scaling=self.noise_scaling)
+        else:
+            return lr
+        assert isinstance(noise, torch.Tensor)
+        return lr + noise.to(lr.dtype)
 
     def __call__(self, hr: np.ndarray | torch.Tensor, rng: RandomSource) -> DegradedPair:
         """Degrade ``hr`` ([C, H, W] or [B, C, H, W] reflectance in [0, 1]).
 
         Args:
             hr: the HR image(s).
-            rng: explicit random source for the gamma draw and the noise.
+            rng: explicit random source for the mode choice, gamma draw, VAE latent and noise.
 
         Returns:
             The :class:`DegradedPair`, with arrays of the input's type and rank.
         """
         t, restore = to_batched(hr, "hr")
+        b, c = t.shape[:2]
         if self.mode == "raw":
             lr = downsample(t, self.psf.factor, antialias=True)
             assert isinstance(lr, torch.Tensor)
-            return DegradedPair(restore(t), restore(lr), self.mode, None)
-        b, c = t.shape[:2]
-        if len(self.gamma_model.mean) != c:
-            raise DegradationError(
-                f"the gamma model has {len(self.gamma_model.mean)} bands, the image has {c}"
-            )
+            return DegradedPair(restore(t), restore(lr), self.mode, None, ("raw",) * b)
         gen = _numpy_rng(rng)
-        if self.percentile is None:
-            gamma = self.gamma_model.sample(gen, b)
+        if self.mode == "all":
+            modes = tuple(ALL_MODES[int(i)] for i in gen.integers(0, len(ALL_MODES), size=b))
         else:
-            gamma = np.broadcast_to(self.gamma_model.percentile(self.percentile), (b, c)).copy()
-        hr_h = apply_gamma(t, gamma)
-        assert isinstance(hr_h, torch.Tensor)
+            modes = (self.mode,) * b
+        gamma = np.full((b, c), np.nan)
+        any_gamma = False
+        if len(set(modes)) == 1:
+            hr_h, g = self._harmonize(modes[0], t, gen)
+            if g is not None:
+                gamma, any_gamma = g, True
+        else:
+            hr_h = torch.empty_like(t)
+            for m in ALL_MODES:
+                idx = [i for i, mi in enumerate(modes) if mi == m]
+                if not idx:
+                    continue
+                part, g = self._harmonize(m, t[idx], gen)
+                hr_h[idx] = part.to(t.dtype)
+                if g is not None:
+                    gamma[idx], any_gamma = g, True
         lr = self.psf(hr_h)
         assert isinstance(lr, torch.Tensor)
-        if self.noise_std > 0:
-            noise = simple_noise(lr, gen, std=self.noise_std, scaling=self.noise_scaling)
-            assert isinstance(noise, torch.Tensor)
-            lr = lr + noise
-        return DegradedPair(
-            restore(hr_h), restore(lr), self.mode, gamma[0] if hr.ndim == 3 else gamma
-        )
+        lr = self._noise(lr, gen)
+        mode = modes[0] if len(set(modes)) == 1 else "all"
+        gamma_out = None
+        if any_gamma:
+            gamma_out = gamma[0] if hr.ndim == 3 else gamma
+        return DegradedPair(restore(hr_h), restore(lr), mode, gamma_out, modes)

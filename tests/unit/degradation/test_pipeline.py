@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from degradation.errors import DegradationError
 from degradation.harmonize.gamma import SEN2NAIP_GAMMA, apply_gamma
-from degradation.pipeline import Degrader
+from degradation.pipeline import ALL_MODES, Degrader, sample_seed
+from degradation.pretrained import load_sen2naip
 from degradation.psf import GaussianPSF
 
 
@@ -76,10 +80,98 @@ def test_same_output_on_one_and_two_threads_and_numpy_io() -> None:
 
 def test_bad_configuration() -> None:
     with pytest.raises(DegradationError, match="mode"):
+        Degrader("sharpened")
+    with pytest.raises(DegradationError, match="needs a VAE"):
         Degrader("variational")
+    with pytest.raises(DegradationError, match="needs a U-Net"):
+        Degrader("all")
     with pytest.raises(DegradationError, match="percentile"):
         Degrader(percentile=100.0)
     with pytest.raises(DegradationError, match="bands"):
         Degrader()(np.zeros((3, 16, 16), np.float32), 0)
     with pytest.raises(DegradationError, match="random source"):
         Degrader()(np.zeros((4, 16, 16), np.float32), None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def sen2naip_degrader() -> Degrader:
+    return Degrader.from_model(load_sen2naip(), mode="all")
+
+
+def _scene(size: int = 128, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 4, size // 8, size // 8, generator=g)
+    up = F.interpolate(coarse, size=(size, size), mode="bilinear")[0]
+    return (0.4 * up + 0.1 * torch.rand(4, size, size, generator=g)).float()
+
+
+def test_deterministic_mode_is_unet_then_psf_then_matrix_noise(
+    sen2naip_degrader: Degrader,
+) -> None:
+    deg = replace(sen2naip_degrader, mode="deterministic")
+    hr = _scene()
+    out = deg(hr, np.random.default_rng(3))
+    assert deg.unet is not None and deg.noise_matrix is not None
+    expected_hr = deg.unet(hr)
+    torch.testing.assert_close(out.hr, expected_hr, atol=1e-5, rtol=0)
+    clean = deg.psf(out.hr)
+    assert isinstance(clean, torch.Tensor) and isinstance(out.lr, torch.Tensor)
+    noise = out.lr - clean
+    # The matrix's noise values: -0.0101 .. 0.0099 in steps of 0.0002.
+    assert float(noise.abs().max()) <= 0.0102 and float(noise.std()) > 1e-4
+    assert out.mode == "deterministic" and out.modes == ("deterministic",) and out.gamma is None
+
+
+def test_variational_mode_matches_to_the_predicted_histogram(sen2naip_degrader: Degrader) -> None:
+    deg = replace(sen2naip_degrader, mode="variational", noise_matrix=None, noise_std=0.0)
+    hr = _scene()
+    out = deg(hr, 0)
+    assert deg.vae is not None
+    torch.testing.assert_close(out.hr, deg.vae(hr), atol=0, rtol=0)
+    torch.testing.assert_close(out.lr, deg.psf(out.hr), atol=0, rtol=0)
+
+
+def test_all_mode_picks_one_mode_per_sample_from_the_generator(
+    sen2naip_degrader: Degrader,
+) -> None:
+    hr = torch.stack([_scene(64, s) for s in range(6)])
+    out = sen2naip_degrader(hr, np.random.default_rng(0))
+    assert len(out.modes) == 6 and set(out.modes) <= set(ALL_MODES)
+    again = sen2naip_degrader(hr, np.random.default_rng(0))
+    assert again.modes == out.modes and torch.equal(again.lr, out.lr)  # type: ignore[arg-type]
+    seen = {sen2naip_degrader(hr[0], np.random.default_rng(s)).mode for s in range(12)}
+    assert seen == set(ALL_MODES)
+    # Each sample is what its own mode gives (same generator consumption per sample).
+    for i, m in enumerate(out.modes):
+        single = replace(sen2naip_degrader, mode=m, noise_matrix=None, noise_std=0.0)
+        ref = single(hr[i], 0)
+        if m != "statistical":
+            torch.testing.assert_close(out.hr[i], ref.hr, atol=1e-5, rtol=0)  # type: ignore[index]
+    if out.gamma is not None:
+        stat = [i for i, m in enumerate(out.modes) if m == "statistical"]
+        assert np.isfinite(out.gamma[stat]).all()
+        assert np.isnan(np.delete(out.gamma, stat, axis=0)).all()
+
+
+def test_picklable_and_worker_independent_in_a_dataloader(sen2naip_degrader: Degrader) -> None:
+    copy = pickle.loads(pickle.dumps(sen2naip_degrader))
+    hr = _scene(64, 1)
+    a, b = sen2naip_degrader(hr, 5), copy(hr, 5)
+    assert a.modes == b.modes
+    torch.testing.assert_close(a.lr, b.lr, atol=1e-5, rtol=0)
+
+    class Chips(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            out = sen2naip_degrader(_scene(64, i), sample_seed(7, i))
+            return out.hr, out.lr  # type: ignore[return-value]
+
+    def run(workers: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(Chips(), batch_size=2, num_workers=workers)
+        return [lr for _, lr in loader]
+
+    for x, y in zip(run(0), run(2), strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    assert sample_seed(7, 1) != sample_seed(7, 2) != sample_seed(8, 1)
