@@ -38,3 +38,28 @@ class CatalogError(HarvestError, RuntimeError):
 
 class QaError(HarvestError, ValueError):
     """Chip QA was given arrays it cannot check (wrong shapes, a failed shift to correct by)."""
+
+
+class ReadError(HarvestError, RuntimeError):
+    """Pixels could not be read from an asset (after the retries, if the error was transient)."""
+
+
+class AssetReadError(ReadError):
+    """An asset is missing, corrupt or truncated: the message names the file."""
+
+    def __init__(self, href: str, detail: str) -> None:
+        super().__init__(f"cannot read {href}: {detail}")
+        self.href = href
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Dask ships exceptions between processes; keep both arguments through pickling.
+        return (type(self), (self.href, self.detail))
+
+
+class StoreError(HarvestError, RuntimeError):
+    """A dataset folder cannot be written or read back (wrong layout, another recipe)."""
+
+
+class DegradeError(HarvestError, ValueError):
+    """An input of the degradation commands (pairs folder, HR images, model) is unusable."""

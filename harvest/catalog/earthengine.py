@@ -66,9 +66,9 @@ from harvest.catalog.memory import filter_scenes
 from harvest.catalog.profiles import (
     CollectionProfile,
     ProviderProfile,
-    baseline_at_least,
     load_profile,
     normalize_baseline,
+    scale_offset,
 )
 from harvest.errors import CatalogError
 
@@ -373,22 +373,6 @@ def _platform(canonical: str, props: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _scale_offset(
-    entry: CollectionProfile, baseline: str | None, when: datetime
-) -> tuple[float, float]:
-    rad = entry.radiometry
-    scale, offset = rad.scale, rad.offset
-    rule = rad.baseline_offset
-    if rule is not None:
-        if baseline is not None:
-            shifted = baseline_at_least(baseline, rule.min_baseline)
-        else:
-            shifted = rule.assume_from is not None and when.date() >= rule.assume_from
-        if shifted:
-            offset += rule.offset_dn * scale
-    return scale, offset
-
-
 def parse_feature(
     feature: Mapping[str, Any], entry: CollectionProfile, provider: str
 ) -> SceneRef | None:
@@ -428,7 +412,9 @@ def parse_feature(
                 )
                 return None
             continue
-        scale, offset = (1.0, 0.0) if mapping.raw else _scale_offset(entry, baseline, when)
+        scale, offset = (
+            (1.0, 0.0) if mapping.raw else scale_offset(entry.radiometry, None, baseline, when)
+        )
         assets[band] = AssetRef(
             href=ee_href(entry.id, index, mapping.asset),
             scale=scale,

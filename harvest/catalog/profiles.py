@@ -340,12 +340,18 @@ def _unsigned(href: str) -> str:
     return href
 
 
-def _scale_offset(
+def scale_offset(
     rad: Radiometry,
     raster_band: Mapping[str, Any] | None,
     baseline: str | None,
     acquired: datetime,
 ) -> tuple[float, float]:
+    """Scale and offset turning a band's DN into reflectance (or its physical unit).
+
+    Values the item publishes (``raster:bands``) win when the profile trusts them; otherwise the
+    profile's constants apply, plus the L2A baseline offset where the processing baseline (or,
+    when unknown, the acquisition date) says the provider left it in the DN.
+    """
     if rad.from_item and raster_band and ("scale" in raster_band or "offset" in raster_band):
         return float(raster_band.get("scale", 1.0)), float(raster_band.get("offset", 0.0))
     scale, offset = rad.scale, rad.offset
@@ -442,7 +448,7 @@ def parse_item(
         if mapping.raw:
             scale, offset = 1.0, 0.0
         else:
-            scale, offset = _scale_offset(rad, raster_band, baseline, when)
+            scale, offset = scale_offset(rad, raster_band, baseline, when)
         nodata = raster_band.get("nodata") if raster_band else None
         dtype = raster_band.get("data_type") if raster_band else None
         assets[band] = AssetRef(

@@ -460,7 +460,30 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class StacApiCatalog:
+class HrefSigning:
+    """Signing for catalogs whose scenes keep unsigned hrefs (mixed into the STAC backends).
+
+    Subclasses set ``profile`` (a :class:`ProviderProfile`) and ``_sign`` (a signer or None).
+    """
+
+    profile: ProviderProfile
+    _sign: Signer | None
+
+    @property
+    def provider(self) -> str:
+        """Name of the provider profile whose vocabulary the scenes use."""
+        return self.profile.name
+
+    def sign_href(self, href: str) -> str:
+        """Sign one href right before reading it (identity without a signer)."""
+        return href if self._sign is None else self._sign(href)
+
+    def signed_assets(self, scene: SceneRef) -> dict[str, AssetRef]:
+        """The scene's assets with signed hrefs (the scene keeps its unsigned ones)."""
+        return signed_assets(scene, self._sign)
+
+
+class StacApiCatalog(HrefSigning):
     """A :class:`~harvest.catalog.base.Catalog` over a STAC API.
 
     Construction does no network I/O; the landing page is read on the first search.
@@ -503,19 +526,6 @@ class StacApiCatalog:
         self._sign = sign
         self._io = HarvestStacIO(policy, headers)
         self._client: Client | None = None
-
-    @property
-    def provider(self) -> str:
-        """Name of the provider profile whose vocabulary the scenes use."""
-        return self.profile.name
-
-    def sign_href(self, href: str) -> str:
-        """Sign one href right before reading it (identity without a signer)."""
-        return href if self._sign is None else self._sign(href)
-
-    def signed_assets(self, scene: SceneRef) -> dict[str, AssetRef]:
-        """The scene's assets with signed hrefs (the scene keeps its unsigned ones)."""
-        return signed_assets(scene, self._sign)
 
     def _open(self) -> Client:
         if self._client is None:

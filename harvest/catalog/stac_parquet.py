@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from harvest.catalog.base import AssetRef, SceneRef, SearchRequest, SearchResult, SearchStats
+from harvest.catalog.base import SceneRef, SearchRequest, SearchResult, SearchStats
 from harvest.catalog.memory import filter_scenes
 from harvest.catalog.profiles import CollectionProfile, ProviderProfile, parse_item
-from harvest.catalog.stac_api import Signer, cover_property, signed_assets
+from harvest.catalog.stac_api import HrefSigning, Signer, cover_property
 from harvest.errors import CatalogError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _absolute_href(asset: Mapping[str, Any], folder: str) -> Mapping[str, Any]:
     return {**asset, "href": os.path.normpath(os.path.join(folder, href))}
 
 
-class StacParquetCatalog:
+class StacParquetCatalog(HrefSigning):
     """A :class:`~harvest.catalog.base.Catalog` over stac-geoparquet files, queried with DuckDB.
 
     Construction reads only the files' parquet schemas (footers); no network I/O ever.
@@ -165,19 +165,6 @@ class StacParquetCatalog:
                 f"{self.files[0]}: column bbox must be a struct (xmin, ymin, xmax, ymax), as "
                 "stac-geoparquet >= 0.6 writes it; rewrite the snapshot with a recent version"
             )
-
-    @property
-    def provider(self) -> str:
-        """Name of the provider profile whose vocabulary the scenes use."""
-        return self.profile.name
-
-    def sign_href(self, href: str) -> str:
-        """Sign one href right before reading it (identity without a signer)."""
-        return href if self._sign is None else self._sign(href)
-
-    def signed_assets(self, scene: SceneRef) -> dict[str, AssetRef]:
-        """The scene's assets with signed hrefs (the scene keeps its unsigned ones)."""
-        return signed_assets(scene, self._sign)
 
     # --- SQL ------------------------------------------------------------------------------------
 

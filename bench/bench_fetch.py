@@ -1,0 +1,214 @@
+"""Benchmark `harvest fetch` (read + resample + QA + write) against the plain I/O floor.
+
+Chips: every sen2naip pair of the demo world (seed 0) at a 3 x 3 grid of ROI offsets inside each
+site's chip-safe area (63 chips), local COGs.
+
+- harvest: :func:`harvest.fetch.run_fetch`, in process (1 core) and on a Dask LocalCluster of 2
+  worker processes (2 cores). For the cluster, the fixed start-up cost (measured by a second run
+  on the finished folder, which starts the cluster and skips every chip) is reported apart and
+  subtracted for the steady throughput.
+- floor: a plain rasterio windowed read of the same windows (4 LR bands + SCL at their native
+  10 m / 20 m, the NAIP 4-band window at its native 1 m), nothing else, in 1 and 2 processes.
+- time split: from the per-chip status records (LR + SCL read, HR read + resample, QA, write);
+  the HR resample share is the HR read minus the floor's plain read of the same NAIP window.
+- odc-stac: ``odc.stac.load`` of the same LR + HR chips for a few chips (decision record of the
+  reader choice).
+
+Usage: .venv/bin/python bench/bench_fetch.py [--offsets 3] [--world DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.windows import from_bounds
+
+from harvest.catalog.profiles import load_profile, parse_item
+from harvest.config import load_recipe
+from harvest.demo.stac import item_dicts_absolute
+from harvest.demo.truth import load_truth
+from harvest.demo.world import WORLD_FORMAT, run_demo_world
+from harvest.fetch import FetchJob, run_fetch
+from harvest.pairing import RoiFootprint, pair_scenes
+from harvest.read import RasterioReader
+
+RECIPE = load_recipe("sen2naip")
+
+
+def make_jobs(world: Path, per_side: int) -> list[FetchJob]:
+    truth = load_truth(world)
+    profile = load_profile("demo")
+    scenes = {
+        d["id"]: parse_item(d, profile)
+        for d in item_dicts_absolute(world)
+        if d["collection"] in ("sentinel-2-l2a", "naip")
+    }
+    steps = np.linspace(-450.0, 450.0, per_side) if per_side > 1 else np.zeros(1)
+    jobs = []
+    for p in truth.pairs_for("sen2naip"):
+        site = truth.site(p.site_id)
+        b = site.chip_safe_bounds
+        to_ll = Transformer.from_crs(site.utm_epsg, 4326, always_xy=True)
+        for dx in steps:
+            for dy in steps:
+                x, y = (b.xmin + b.xmax) / 2 + dx, (b.ymin + b.ymax) / 2 + dy
+                lon, lat = to_ll.transform(x, y)
+                rid = f"ROI_{len(jobs) + 1:06d}"
+                roi = RoiFootprint.square(rid, lon, lat, RECIPE.lr.chip_side_m, site.utm_epsg)
+                pair = pair_scenes([roi], [scenes[p.lr_item_id]], [scenes[p.hr_item_id]], RECIPE)
+                jobs.append(FetchJob(rid, lon, lat, site.utm_epsg, pair.pairs[0]))
+    return jobs
+
+
+def plain_read(job: FetchJob) -> tuple[float, float]:
+    """The I/O floor of one chip: plain windowed reads at native resolution. (LR s, HR s)."""
+    grids = job.grids(RECIPE)
+    t0 = time.perf_counter()
+    for band in (*RECIPE.lr.bands, "SCL"):
+        ref = job.pair.lr.assets[band]
+        with rasterio.open(ref.href) as ds:
+            ds.read(1, window=from_bounds(*grids.lr.bounds, transform=ds.transform))
+    t1 = time.perf_counter()
+    href = job.pair.hr.assets["red"].href
+    with rasterio.open(href) as ds:
+        ds.read([1, 2, 3, 4], window=from_bounds(*grids.hr.bounds, transform=ds.transform))
+    return t1 - t0, time.perf_counter() - t1
+
+
+def floor(jobs: list[FetchJob], processes: int) -> tuple[float, list[tuple[float, float]]]:
+    t0 = time.perf_counter()
+    if processes <= 1:
+        parts = [plain_read(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(plain_read, jobs[:processes]))  # start the processes first
+            t0 = time.perf_counter()
+            parts = list(pool.map(plain_read, jobs, chunksize=4))
+    return time.perf_counter() - t0, parts
+
+
+def harvest_run(jobs: list[FetchJob], out: Path, workers: int) -> tuple[float, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    run_fetch(jobs, RECIPE, out, workers=workers)
+    total = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    run_fetch(jobs, RECIPE, out, workers=workers)  # every chip done: start-up + bookkeeping
+    overhead = time.perf_counter() - t1
+    return total, overhead
+
+
+def split_from_status(out: Path) -> dict[str, float]:
+    rows = [json.loads(p.read_text()) for p in (out / ".harvest" / "status").glob("*.json")]
+    keys = ("seconds_read_lr", "seconds_read_hr", "seconds_qa", "seconds_write")
+    return {k: statistics.median(r[k] for r in rows if k in r) * 1000 for k in keys}
+
+
+def odc_stac_chip(world: Path, jobs: list[FetchJob], n: int) -> dict[str, tuple[float, float]]:
+    """Median ms per chip and largest value difference from harvest's reader, per reader.
+
+    Both load LR 4 x 121 x 121 + HR 1 x 484 x 484 (odc-stac exposes the NAIP ``image`` asset as
+    one band, the first). odc-stac runs twice: as configured by default (it then reads NAIP from
+    an overview) and with ``use_overviews=False`` (the exact area average, like harvest).
+    """
+    try:
+        import odc.stac
+        from odc.geo.geobox import GeoBox
+
+        from harvest.demo.stac import load_world_items
+    except ImportError:
+        return {}
+    items = {it.id: it for it in load_world_items(world)}
+    reader = RasterioReader()
+    times: dict[str, list[float]] = {"harvest": [], "odc": [], "odc-no-overviews": []}
+    diffs: dict[str, list[float]] = {"harvest": [0.0], "odc": [], "odc-no-overviews": []}
+    for job in jobs[:n]:
+        grids = job.grids(RECIPE)
+        t0 = time.perf_counter()
+        reader.read(job.pair.lr.assets, RECIPE.lr.bands, grids.lr, "nearest")
+        hr = reader.read(job.pair.hr.assets, ["red"], grids.hr, "average").data[0]
+        times["harvest"].append(time.perf_counter() - t0)
+        for name, overviews in (("odc", True), ("odc-no-overviews", False)):
+            t0 = time.perf_counter()
+            arrays = []
+            for scene, grid, bands, resampling in (
+                (job.pair.lr, grids.lr, ["B04", "B03", "B02", "B08"], "nearest"),
+                (job.pair.hr, grids.hr, ["image"], "average"),
+            ):
+                gbox = GeoBox((grid.height, grid.width), grid.transform, f"EPSG:{grid.epsg}")
+                ds = odc.stac.load(
+                    [items[scene.item_id]],
+                    bands=bands,
+                    geobox=gbox,
+                    resampling=resampling,
+                    dtype="float32",
+                    use_overviews=overviews,
+                ).load()
+                arrays.append(ds)
+            times[name].append(time.perf_counter() - t0)
+            red = arrays[1]["image"].values[0] / 255.0
+            diffs[name].append(float(np.abs(red - hr).max()))
+    return {k: (statistics.median(times[k]) * 1000, max(diffs[k])) for k in times}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--offsets", type=int, default=3, help="ROIs per site side (n x n).")
+    ap.add_argument("--world", type=Path, default=None)
+    args = ap.parse_args()
+    world = args.world or Path(".cache/harvest") / f"demo-world-seed0-format{WORLD_FORMAT}"
+    run_demo_world(out_dir=world, seed=0, progress=False)
+    jobs = make_jobs(world, args.offsets)
+    n = len(jobs)
+    reader = RasterioReader()
+    reader.read(jobs[0].pair.lr.assets, RECIPE.lr.bands, jobs[0].grids(RECIPE).lr)  # warm
+    with tempfile.TemporaryDirectory() as tmp:
+        floor(jobs, 1)  # warm the page cache
+        f1, parts = floor(jobs, 1)
+        f2, _ = floor(jobs, 2)
+        h1, o1 = harvest_run(jobs, Path(tmp) / "one", 1)
+        split = split_from_status(Path(tmp) / "one")
+        h2, o2 = harvest_run(jobs, Path(tmp) / "two", 2)
+    odc_ms = odc_stac_chip(world, jobs, 10)
+    hr_plain = statistics.median(p[1] for p in parts) * 1000
+    lr_plain = statistics.median(p[0] for p in parts) * 1000
+    print(f"{n} chips (LR 4 x 121 x 121 + SCL, HR 4 x 484 x 484 from 1 m NAIP)")
+    print("| run | cores | chips/s | vs floor |")
+    print("|---|---|---|---|")
+    print(f"| floor: plain rasterio windowed reads | 1 | {n / f1:.1f} | 1.00x |")
+    print(f"| floor: plain rasterio windowed reads | 2 | {n / f2:.1f} | 1.00x |")
+    print(f"| harvest fetch (in process) | 1 | {n / (h1 - o1):.1f} | {(h1 - o1) / f1:.2f}x |")
+    steady = h2 - o2
+    print(
+        f"| harvest fetch (LocalCluster, 2 workers; start-up {o2:.1f} s excluded) | 2 | "
+        f"{n / steady:.1f} | {steady / f2:.2f}x |"
+    )
+    print(f"| harvest fetch (LocalCluster, 2 workers, start-up included) | 2 | {n / h2:.1f} | |")
+    print()
+    print("Median per chip, ms (harvest in process):")
+    print(f"- LR + SCL read: {split['seconds_read_lr']:.1f} (plain read {lr_plain:.1f})")
+    print(
+        f"- HR read + resample: {split['seconds_read_hr']:.1f} (plain 1 m read {hr_plain:.1f}, "
+        f"so resample about {split['seconds_read_hr'] - hr_plain:.1f})"
+    )
+    print(f"- QA: {split['seconds_qa']:.1f}")
+    print(f"- write (3 COGs + metadata + status): {split['seconds_write']:.1f}")
+    for name, (ms, diff) in odc_ms.items():
+        print(
+            f"- reader choice, LR 4 bands + NAIP band 1: {name} {ms:.1f} ms (max diff {diff:.2g})"
+        )
+    print(f"harvest in-process bookkeeping (second run, nothing to do): {o1:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

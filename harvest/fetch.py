@@ -1,0 +1,769 @@
+"""The fetch stage: pairs -> read LR + HR on the nested chip grid -> QA -> chip folders.
+
+One task per chip (:func:`process_chip`): read the LR bands (and SCL) on the LR grid and the HR
+bands area-averaged to the HR grid, bring HR to the LR grid (area average, factor 4 for
+SEN2NAIP), run :func:`harvest.qa.evaluate_chip` (blank detection on the full-resolution HR),
+optionally move the LR by the estimated shift (bicubic), write the chip folder
+(:mod:`harvest.store`) and then its status file. Tasks run in this process (``workers=1``), on a
+Dask ``LocalCluster`` of worker processes (``workers=N``) or on an existing cluster
+(``scheduler=ADDR``; workers must see ``out_dir`` on a shared file system).
+
+Resume: every chip's status file is written after its folder is complete, so on a new run a
+chip with a ``kept`` / ``rejected`` status (and its folder) is skipped and everything else
+(``failed``, or never finished) is done again; temporary names left by a kill are deleted
+first. The manifest is rebuilt from the status files at the end of every run (and by
+``harvest qa``), so a killed run neither loses nor duplicates a chip.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from harvest import __version__
+from harvest.catalog.base import AssetRef, SceneRef
+from harvest.config import Recipe, config_hash
+from harvest.errors import HarvestError, InputFileError
+from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids
+from harvest.pairing import PairCandidate
+from harvest.qa import QaResult, QaThresholds, block_mean, evaluate_chip
+from harvest.qa import correct_shift as shift_lr
+from harvest.read import RasterioReader, Reader, Signer, gdal_env_options
+from harvest.store import (
+    LR_FILE,
+    META_FILE,
+    SCL_FILE,
+    assign_split,
+    check_run_file,
+    chip_folder,
+    clean_temporaries,
+    iter_chip_folders,
+    load_statuses,
+    move_chip_folder,
+    read_chip_folder,
+    sha256_file,
+    write_chip_folder,
+    write_manifest,
+    write_status,
+)
+
+logger = logging.getLogger(__name__)
+
+KEPT, REJECTED, FAILED = "kept", "rejected", "failed"
+SCL_BAND = "SCL"
+
+
+class PairRowLike(Protocol):
+    """What the fetch stage needs of a pairs-table row (:class:`harvest.tables.PairRow`)."""
+
+    @property
+    def roi_id(self) -> str:
+        """The ROI id."""
+        ...
+
+    @property
+    def lon_deg(self) -> float:
+        """ROI centre longitude."""
+        ...
+
+    @property
+    def lat_deg(self) -> float:
+        """ROI centre latitude."""
+        ...
+
+    @property
+    def utm_epsg(self) -> int:
+        """CRS of the chip grid."""
+        ...
+
+    @property
+    def pair(self) -> PairCandidate:
+        """The chosen pair."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    """One chip to fetch: the ROI, where its chip is, and the pair to read.
+
+    Attributes:
+        roi_id: The ROI (also the chip folder name).
+        lon_deg: ROI centre longitude.
+        lat_deg: ROI centre latitude.
+        utm_epsg: CRS of the chip grid.
+        pair: LR and HR scenes with their (unsigned) assets.
+        chip_corner: ``(left_m, top_m)`` of the chip when the pairs table fixed it already.
+    """
+
+    roi_id: str
+    lon_deg: float
+    lat_deg: float
+    utm_epsg: int
+    pair: PairCandidate
+    chip_corner: tuple[float, float] | None = None
+
+    def grids(self, recipe: Recipe) -> NestedChips:
+        """The nested LR/HR chip grids of this ROI."""
+        if self.chip_corner is None:
+            return chip_grids(self.lon_deg, self.lat_deg, recipe, epsg=self.utm_epsg)
+        left, top = self.chip_corner
+        return ChipGridArray(
+            layout=ChipLayout.from_recipe(recipe),
+            epsg=np.array([self.utm_epsg], dtype=np.int32),
+            left_m=np.array([left]),
+            top_m=np.array([top]),
+        )[0]
+
+
+def jobs_from_rows(rows: Iterable[PairRowLike]) -> list[FetchJob]:
+    """Fetch jobs from pairs-table rows (rank-0 rows only when ranks are present).
+
+    Raises:
+        InputFileError: a ROI has two chosen pairs.
+    """
+    jobs: list[FetchJob] = []
+    seen: set[str] = set()
+    for row in rows:
+        if row.pair.rank != 0:
+            continue
+        if row.roi_id in seen:
+            raise InputFileError(f"ROI {row.roi_id} has two rank-0 pairs: fix the pairs table")
+        seen.add(row.roi_id)
+        corner = None
+        transform = getattr(row, "chip_transform", None)
+        if getattr(row, "chip_px", 0) and transform is not None:
+            corner = (float(transform[2]), float(transform[5]))
+        jobs.append(
+            FetchJob(
+                roi_id=row.roi_id,
+                lon_deg=float(row.lon_deg),
+                lat_deg=float(row.lat_deg),
+                utm_epsg=int(row.utm_epsg),
+                pair=row.pair,
+                chip_corner=corner,
+            )
+        )
+    return jobs
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Everything a chip task needs besides its job (picklable: goes to Dask workers).
+
+    Attributes:
+        recipe: The recipe (bands, grids).
+        out_dir: Dataset folder.
+        thresholds: QA limits.
+        correct_shift: Move kept LR chips by the estimated shift (bicubic) before writing.
+        env_options: GDAL settings for the reads (set inside every worker).
+        sign: Href signer applied right before reading.
+        config_hash: Hash of the recipe, recorded in every metadata.json.
+    """
+
+    recipe: Recipe
+    out_dir: Path
+    thresholds: QaThresholds = field(default_factory=QaThresholds)
+    correct_shift: bool = False
+    env_options: Mapping[str, Any] = field(default_factory=gdal_env_options)
+    sign: Signer | None = None
+    config_hash: str = ""
+
+
+# One reader per worker process, so open datasets survive from one chip to the next.
+_READERS: dict[tuple[Any, ...], RasterioReader] = {}
+
+
+def _worker_reader(settings: FetchSettings) -> RasterioReader:
+    key = (id(settings.sign), tuple(sorted((k, str(v)) for k, v in settings.env_options.items())))
+    reader = _READERS.get(key)
+    if reader is None:
+        reader = RasterioReader(sign=settings.sign, env_options=dict(settings.env_options))
+        _READERS[key] = reader
+    return reader
+
+
+def _saturation_value(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> float | None:
+    # An 8-bit source saturates at DN 255; wider types have no fixed ceiling worth testing.
+    values = []
+    for band in bands:
+        ref = assets.get(band)
+        if ref is None or ref.dtype != "uint8":
+            return None
+        values.append(255.0 * ref.scale + ref.offset)
+    return min(values) if values else None
+
+
+def _date(scene: SceneRef) -> str:
+    return scene.datetime.isoformat().replace("+00:00", "Z")
+
+
+def chip_metadata(
+    job: FetchJob,
+    grids: NestedChips,
+    split: str,
+    qa: QaResult,
+    settings: FetchSettings,
+    *,
+    shift_corrected: bool,
+    hr_saturation: float | None,
+) -> dict[str, Any]:
+    """The metadata.json of one chip: SEN2NAIP's Table 1 fields plus harvest's own."""
+    from pyproj import Transformer
+
+    lr, hr = job.pair.lr, job.pair.hr
+    left, bottom, right, top = grids.bounds
+    cx, cy = (left + right) / 2.0, (bottom + top) / 2.0
+    lon, lat = Transformer.from_crs(grids.epsg, 4326, always_xy=True).transform(cx, cy)
+    ring = [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]
+    s = qa.shift
+    return {
+        "roi_id": job.roi_id,
+        "test": split == "test",
+        "split": split,
+        "s2_id": lr.item_id,
+        "s2_date": _date(lr),
+        "s2_sen2cor_version": lr.processing_baseline,
+        "s2_processing_baseline": lr.processing_baseline,
+        "s2_view_off_nadir": lr.view_off_nadir_deg,
+        "s2_view_sun_azimuth": lr.sun_azimuth_deg,
+        "s2_view_sun_elevation": lr.sun_elevation_deg,
+        "naip_id": hr.item_id,
+        "naip_date": _date(hr),
+        "proj:epsg": grids.epsg,
+        "proj:geometry": {"type": "Polygon", "coordinates": [ring]},
+        "proj:centroid": {"lat": lat, "lon": lon},
+        "proj:transform": list(grids.lr.transform_tuple),
+        "proj:shape": [grids.lr.height, grids.lr.width],
+        "hr_proj:transform": list(grids.hr.transform_tuple),
+        "hr_proj:shape": [grids.hr.height, grids.hr.width],
+        "QA_1": qa.qa1_px,
+        "QA_2": qa.qa2_deg,
+        "dt_hours": job.pair.dt_hours,
+        "shift_dx_px": s.dx_px,
+        "shift_dy_px": s.dy_px,
+        "shift_east_m": s.east_m,
+        "shift_north_m": s.north_m,
+        "shift_method": s.method,
+        "shift_corrected": shift_corrected,
+        "hr_saturation": hr_saturation,
+        "lr_bands": list(settings.recipe.lr.bands),
+        "hr_bands": list(settings.recipe.hr.bands),
+        "reflectance": "float32, NaN = nodata",
+        "recipe": settings.recipe.name,
+        "harvest_version": __version__,
+        "config_hash": settings.config_hash,
+    }
+
+
+def _qa_columns(qa: QaResult) -> dict[str, Any]:
+    row = qa.as_row()
+    row.pop("kept", None)
+    row.pop("reasons", None)
+    return dict(row)
+
+
+def _evaluate(
+    lr: npt.NDArray[np.float32],
+    hr: npt.NDArray[np.float32],
+    scl: npt.NDArray[Any] | None,
+    factor: int,
+    gsd_m: float,
+    hr_saturation: float | None,
+    thresholds: QaThresholds,
+) -> QaResult:
+    hr_at_lr = block_mean(hr, factor)
+    return evaluate_chip(
+        lr,
+        hr_at_lr,
+        hr=hr,
+        scl=scl,
+        hr_saturation=hr_saturation,
+        gsd_m=gsd_m,
+        thresholds=thresholds,
+    )
+
+
+def _factor(recipe: Recipe) -> int:
+    ratio = recipe.lr.gsd_m / recipe.hr.gsd_m
+    factor = round(ratio)
+    if abs(ratio - factor) > 1e-9 or factor < 1:
+        raise InputFileError(
+            f"recipe {recipe.name}: LR {recipe.lr.gsd_m} m / HR {recipe.hr.gsd_m} m is not an "
+            "integer ratio; the fetch stage needs nested grids"
+        )
+    return factor
+
+
+def process_chip(
+    job: FetchJob,
+    settings: FetchSettings,
+    split: str,
+    reader: Reader | None = None,
+) -> dict[str, Any]:
+    """Fetch, check and write one chip; returns (and records) its status.
+
+    Never raises for a chip-level problem: a missing, corrupt or truncated file, or any other
+    error, becomes a ``failed`` status naming the cause (the run goes on with other chips).
+    """
+    recipe = settings.recipe
+    grids = job.grids(recipe)
+    left, bottom, right, top = grids.bounds
+    footprint = shapely.box(left, bottom, right, top)
+    status: dict[str, Any] = {
+        "roi_id": job.roi_id,
+        "split": split,
+        "s2_id": job.pair.lr.item_id,
+        "naip_id": job.pair.hr.item_id,
+        "epsg": grids.epsg,
+        "dt_hours": job.pair.dt_hours,
+        "footprint_wkt": _footprint_lonlat(footprint, grids.epsg).wkt,
+    }
+    rdr = reader if reader is not None else _worker_reader(settings)
+    try:
+        t0 = time.perf_counter()
+        lr_assets = job.pair.lr.assets
+        hr_assets = job.pair.hr.assets
+        lr = rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
+        scl_ref = lr_assets.get(SCL_BAND)
+        scl_raw = rdr.read_raw(scl_ref, grids.lr) if scl_ref is not None else None
+        t1 = time.perf_counter()
+        hr = rdr.read(hr_assets, recipe.hr.bands, grids.hr, "average")
+        t2 = time.perf_counter()
+        scl = None if scl_raw is None else np.nan_to_num(scl_raw, nan=0.0).astype(np.uint8)
+        hr_sat = _saturation_value(hr_assets, recipe.hr.bands)
+        qa = _evaluate(
+            lr.data, hr.data, scl, _factor(recipe), recipe.lr.gsd_m, hr_sat, settings.thresholds
+        )
+        lr_data = lr.data
+        corrected = False
+        if settings.correct_shift and qa.kept and qa.shift.ok:
+            lr_data = shift_lr(lr_data, qa.shift).astype(np.float32)
+            corrected = True
+        t3 = time.perf_counter()
+        kept = qa.kept
+        meta = chip_metadata(
+            job, grids, split, qa, settings, shift_corrected=corrected, hr_saturation=hr_sat
+        )
+        files = write_chip_folder(
+            settings.out_dir,
+            job.roi_id,
+            kept=kept,
+            lr=lr_data,
+            lr_grid=grids.lr,
+            lr_bands=recipe.lr.bands,
+            hr=hr.data,
+            hr_grid=grids.hr,
+            hr_bands=recipe.hr.bands,
+            scl=scl,
+            metadata=meta,
+        )
+        t4 = time.perf_counter()
+        status.update(
+            status=KEPT if kept else REJECTED,
+            reasons=";".join(qa.reasons),
+            error=None,
+            folder=str(files.folder.relative_to(settings.out_dir)),
+            qa=_qa_columns(qa),
+            sha256=files.sha256,
+            seconds_read_lr=t1 - t0,
+            seconds_read_hr=t2 - t1,
+            seconds_read=t2 - t0,
+            seconds_qa=t3 - t2,
+            seconds_write=t4 - t3,
+        )
+    except Exception as exc:
+        # Chip-level failures are data, not crashes: the manifest names the cause.
+        kind = type(exc).__name__ if not isinstance(exc, HarvestError) else "HarvestError"
+        logger.warning("chip %s failed: %s", job.roi_id, exc)
+        status.update(
+            status=FAILED,
+            reasons="",
+            error=f"{kind}: {' '.join(str(exc).split())}"[:500],
+            folder=None,
+        )
+    write_status(settings.out_dir, job.roi_id, status)
+    return status
+
+
+def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(epsg, 4326, always_xy=True)
+    dense = shapely.segmentize(box, (box.bounds[2] - box.bounds[0]) / 8.0)
+    return shapely.transform(dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchSummary:
+    """What a fetch (or QA) run did.
+
+    Attributes:
+        out_dir: The dataset folder.
+        manifest: The manifest written.
+        n_total: Chips in the input (or folder, for QA).
+        n_done_before: Chips skipped because an earlier run finished them.
+        n_kept: Kept chips in the folder after the run.
+        n_rejected: Rejected chips after the run.
+        n_failed: Failed chips after the run.
+        seconds: Wall time of the run.
+        chips_per_s: Chips processed by this run per second.
+    """
+
+    out_dir: Path
+    manifest: Path
+    n_total: int
+    n_done_before: int
+    n_kept: int
+    n_rejected: int
+    n_failed: int
+    seconds: float
+    chips_per_s: float
+
+
+def qa_thresholds(
+    max_shift_px: float = 1.0,
+    max_sam_deg: float = 2.0,
+    max_cloud_pct: float = 0.0,
+    max_nodata_pct: float = 0.0,
+    shift_method: str = "phase",
+) -> QaThresholds:
+    """QA limits from the CLI's options (percentages as the user types them).
+
+    Raises:
+        ConfigError: an unknown shift method.
+    """
+    from harvest.errors import ConfigError
+
+    if shift_method not in ("phase", "sift"):
+        raise ConfigError(f"--shift-method {shift_method!r}: use phase or sift")
+    method: Literal["phase", "sift"] = "sift" if shift_method == "sift" else "phase"
+    return QaThresholds(
+        max_shift_px=max_shift_px,
+        max_spectral_angle_deg=max_sam_deg,
+        max_cloud_fraction=max_cloud_pct / 100.0,
+        max_shadow_fraction=max_cloud_pct / 100.0,
+        max_nodata_fraction=max_nodata_pct / 100.0,
+        shift_method=method,
+    )
+
+
+def _as_jobs(pairs: Any) -> list[FetchJob]:
+    if isinstance(pairs, (str, Path)):
+        from harvest.tables import read_pairs
+
+        pairs = read_pairs(pairs)
+    rows = getattr(pairs, "rows", pairs)
+    items = list(rows)
+    if items and isinstance(items[0], FetchJob):
+        return items
+    return jobs_from_rows(items)
+
+
+class _Progress:
+    """A rich progress bar with chips/s and kept/rejected/failed counts (or nothing)."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.counts = {KEPT: 0, REJECTED: 0, FAILED: 0}
+        self.started = time.perf_counter()
+        self.bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[counts]}"),
+                transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, rate="", counts="")
+
+    def update(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if self.bar is None:
+            return
+        n = sum(self.counts.values())
+        rate = n / max(time.perf_counter() - self.started, 1e-9)
+        counts = " ".join(f"{k} {v}" for k, v in self.counts.items())
+        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} chips/s", counts=counts)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _run_tasks(
+    jobs: Sequence[FetchJob],
+    settings: FetchSettings,
+    split: Mapping[str, str],
+    *,
+    workers: int,
+    scheduler: str | None,
+    on_done: Callable[[dict[str, Any]], None],
+    reader: Reader | None,
+) -> None:
+    if scheduler is None and workers <= 1:
+        for job in jobs:
+            on_done(process_chip(job, settings, split[job.roi_id], reader))
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    # The scheduler and nannies log every start and stop at INFO: keep the CLI quiet.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        # Imports that the first QA would otherwise pay for inside a timed chip (torch, GDAL).
+        client.run(_warm_worker)
+        remote = client.scatter(settings, broadcast=True)
+        futures = {
+            client.submit(process_chip, job, remote, split[job.roi_id], pure=False): job
+            for job in jobs
+        }
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                status = fut.result()
+            except Exception as exc:
+                # A worker died under the task (KilledWorker) or the task could not run.
+                status = {
+                    "roi_id": job.roi_id,
+                    "split": split[job.roi_id],
+                    "s2_id": job.pair.lr.item_id,
+                    "naip_id": job.pair.hr.item_id,
+                    "status": FAILED,
+                    "reasons": "",
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                }
+                write_status(settings.out_dir, job.roi_id, status)
+            on_done(status)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _warm_worker() -> None:
+    import degradation.harmonize.histogram  # noqa: F401  (spectral QA's torch import)
+
+
+def _finished(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> bool:
+    st = status.get("status")
+    if st not in (KEPT, REJECTED):
+        return False
+    return chip_folder(out_dir, roi_id, st == KEPT).is_dir()
+
+
+def run_fetch(
+    pairs: Any,
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    thresholds: QaThresholds | None = None,
+    correct_shift: bool = False,
+    progress: bool = False,
+    sign: Signer | None = None,
+    split_seed: int = 0,
+    env_options: Mapping[str, Any] | None = None,
+    reader: Reader | None = None,
+) -> FetchSummary:
+    """Fetch, check and write every chip of a pairs table; resumable (module docstring).
+
+    Args:
+        pairs: A pairs.parquet path, a :class:`harvest.tables.PairsTable`, rows with
+            ``roi_id, lon_deg, lat_deg, utm_epsg, pair`` or :class:`FetchJob` objects.
+        recipe: The recipe the pairs were searched with.
+        out_dir: Dataset folder (created; an existing one is resumed).
+        workers: Worker processes of a local Dask cluster (1: run in this process).
+        scheduler: Address of an existing Dask scheduler (overrides ``workers``).
+        thresholds: QA limits (default :class:`~harvest.qa.QaThresholds`).
+        correct_shift: Move kept LR chips by the estimated shift (bicubic).
+        progress: Show a progress bar.
+        sign: Href signer applied right before each read (e.g. Planetary Computer).
+        split_seed: Seed of the train/test block assignment.
+        env_options: GDAL settings (default :func:`harvest.read.gdal_env_options`).
+        reader: A reader to use in this process (tests); workers build their own.
+
+    Returns:
+        A :class:`FetchSummary`.
+
+    Raises:
+        InputFileError: unreadable pairs, repeated ROIs.
+        StoreError: the folder belongs to another recipe.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = _as_jobs(pairs)
+    counts = Counter(j.roi_id for j in jobs)
+    if len(counts) != len(jobs):
+        dup = sorted(i for i, k in counts.items() if k > 1)[:3]
+        raise InputFileError(f"roi_id values must be unique; repeated: {', '.join(dup)}")
+    chash = config_hash(recipe)
+    check_run_file(out, recipe.name, chash)
+    clean_temporaries(out)
+    split = assign_split(
+        [j.roi_id for j in jobs],
+        [j.lon_deg for j in jobs],
+        [j.lat_deg for j in jobs],
+        seed=split_seed,
+    )
+    statuses = load_statuses(out)
+    if statuses:
+        # A resumed run first brings the manifest up to what the last (maybe killed) run did.
+        write_manifest(out, statuses)
+    pending = [j for j in jobs if not _finished(out, j.roi_id, statuses.get(j.roi_id, {}))]
+    settings = FetchSettings(
+        recipe=recipe,
+        out_dir=out,
+        thresholds=thresholds or QaThresholds(),
+        correct_shift=correct_shift,
+        env_options=dict(env_options) if env_options is not None else gdal_env_options(),
+        sign=sign,
+        config_hash=chash,
+    )
+    bar = _Progress(progress, len(pending), "fetch")
+    try:
+        _run_tasks(
+            pending,
+            settings,
+            split,
+            workers=workers,
+            scheduler=scheduler,
+            on_done=lambda st: bar.update(str(st["status"])),
+            reader=reader,
+        )
+    finally:
+        bar.close()
+    return _finish(out, len(jobs), len(jobs) - len(pending), len(pending), started)
+
+
+def _finish(out: Path, n_total: int, n_before: int, n_run: int, started: float) -> FetchSummary:
+    statuses = load_statuses(out)
+    manifest = write_manifest(out, statuses)
+    counts = {KEPT: 0, REJECTED: 0, FAILED: 0}
+    for st in statuses.values():
+        counts[str(st.get("status"))] = counts.get(str(st.get("status")), 0) + 1
+    seconds = time.perf_counter() - started
+    return FetchSummary(
+        out_dir=out,
+        manifest=manifest,
+        n_total=n_total,
+        n_done_before=n_before,
+        n_kept=counts[KEPT],
+        n_rejected=counts[REJECTED],
+        n_failed=counts[FAILED],
+        seconds=seconds,
+        chips_per_s=n_run / seconds if seconds > 0 else math.nan,
+    )
+
+
+def run_qa(
+    out_dir: str | Path,
+    thresholds: QaThresholds | None = None,
+    *,
+    progress: bool = False,
+) -> FetchSummary:
+    """Re-run QA on the written chips with other thresholds, without fetching again.
+
+    Each chip folder is read back, checked, moved between ``cross-sensor/`` and ``rejected/``
+    as the new decision says, its metadata.json updated (QA_1, QA_2, shift) and its status
+    rewritten; failed chips keep their status. The manifest is rebuilt at the end.
+
+    Raises:
+        StoreError: ``out_dir`` holds no fetched dataset.
+    """
+    from harvest.errors import StoreError
+    from harvest.store import atomic_write_json
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if not (out / ".harvest").is_dir():
+        raise StoreError(f"{out} is not a fetched dataset folder: run 'harvest fetch' first")
+    clean_temporaries(out)
+    t = thresholds or QaThresholds()
+    statuses = load_statuses(out)
+    chips = list(iter_chip_folders(out))
+    bar = _Progress(progress, len(chips), "qa")
+    try:
+        for roi_id, folder, _was_kept in chips:
+            chip = read_chip_folder(folder)
+            meta = chip.metadata
+            factor = round(chip.lr_grid.gsd_m / chip.hr_grid.gsd_m)
+            qa = _evaluate(
+                chip.lr,
+                chip.hr,
+                chip.scl,
+                factor,
+                chip.lr_grid.gsd_m,
+                meta.get("hr_saturation"),
+                t,
+            )
+            s = qa.shift
+            if not meta.get("shift_corrected"):
+                meta.update(
+                    shift_dx_px=s.dx_px,
+                    shift_dy_px=s.dy_px,
+                    shift_east_m=s.east_m,
+                    shift_north_m=s.north_m,
+                    shift_method=s.method,
+                    QA_1=qa.qa1_px,
+                )
+            meta["QA_2"] = qa.qa2_deg
+            atomic_write_json(folder / META_FILE, meta)
+            final = move_chip_folder(out, roi_id, qa.kept)
+            st = dict(statuses.get(roi_id, {"roi_id": roi_id}))
+            # A run killed between the folder and its status file: take the facts from metadata.
+            st.setdefault("split", meta.get("split"))
+            st.setdefault("s2_id", meta.get("s2_id"))
+            st.setdefault("naip_id", meta.get("naip_id"))
+            st.setdefault("epsg", meta.get("proj:epsg"))
+            st.setdefault("dt_hours", meta.get("dt_hours"))
+            sums = dict(st.get("sha256") or {})
+            sums[META_FILE] = sha256_file(final / META_FILE)
+            for name in (LR_FILE, SCL_FILE):
+                if name not in sums and (final / name).exists():
+                    sums[name] = sha256_file(final / name)
+            st.update(
+                status=KEPT if qa.kept else REJECTED,
+                reasons=";".join(qa.reasons),
+                error=None,
+                folder=str(final.relative_to(out)),
+                qa=_qa_columns(qa),
+                sha256=sums,
+            )
+            write_status(out, roi_id, st)
+            bar.update(str(st["status"]))
+    finally:
+        bar.close()
+    n_failed = sum(1 for st in load_statuses(out).values() if st.get("status") == FAILED)
+    return _finish(out, len(chips) + n_failed, 0, len(chips), started)

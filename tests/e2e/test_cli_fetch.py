@@ -1,0 +1,138 @@
+"""`harvest fetch` and `harvest qa` on a pairs table of the demo world, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+from pyproj import Transformer
+
+from harvest import __version__
+from harvest.catalog.profiles import load_profile, parse_item
+from harvest.config import config_hash, load_recipe
+from harvest.demo.stac import item_dicts_absolute
+from harvest.demo.truth import load_truth
+from harvest.pairing import RoiFootprint, pair_scenes
+from harvest.tables import PairRow, SearchMetadata, write_pairs
+
+HARVEST = str(Path(sys.executable).parent / "harvest")
+RECIPE = load_recipe("sen2naip")
+
+
+def harvest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HARVEST, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def write_demo_pairs(world: Path, path: Path, offsets_m: list[tuple[float, float]]) -> list[str]:
+    """A pairs.parquet with one row per (sen2naip truth pair, offset in its chip-safe area)."""
+    truth = load_truth(world)
+    profile = load_profile("demo")
+    scenes = {
+        d["id"]: parse_item(d, profile)
+        for d in item_dicts_absolute(world)
+        if d["collection"] in ("sentinel-2-l2a", "naip")
+    }
+    rows = []
+    for p in truth.pairs_for("sen2naip"):
+        site = truth.site(p.site_id)
+        b = site.chip_safe_bounds
+        to_ll = Transformer.from_crs(site.utm_epsg, 4326, always_xy=True)
+        for dx, dy in offsets_m:
+            lon, lat = to_ll.transform((b.xmin + b.xmax) / 2 + dx, (b.ymin + b.ymax) / 2 + dy)
+            rid = f"ROI_{len(rows) + 1:06d}"
+            roi = RoiFootprint.square(rid, lon, lat, RECIPE.lr.chip_side_m, site.utm_epsg)
+            pair = pair_scenes([roi], [scenes[p.lr_item_id]], [scenes[p.hr_item_id]], RECIPE)
+            rows.append(PairRow(rid, lon, lat, site.utm_epsg, pair.pairs[0]))
+    meta = SearchMetadata(
+        recipe=RECIPE.name,
+        recipe_hash=config_hash(RECIPE),
+        catalog=str(world),
+        provider="demo",
+        start="2011-01-01",
+        end="2024-12-31",
+        n_requests=0,
+        n_rois=len(rows),
+        all_candidates=False,
+        harvest_version=__version__,
+    )
+    write_pairs(path, rows, [], meta)
+    return [r.roi_id for r in rows]
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+def test_fetch_then_qa_with_other_thresholds(demo_world: Path, tmp_path: Path) -> None:
+    ids = write_demo_pairs(demo_world, tmp_path / "pairs.parquet", [(0.0, 0.0)])
+    args = ["fetch", "pairs.parquet", "--recipe", "sen2naip", "-o", "ds", "--no-progress"]
+    proc = harvest(*args, "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 kept, 3 rejected, 0 failed" in proc.stdout
+    manifest = gpd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert sorted(manifest["roi_id"]) == ids
+    kept = sorted(p.name for p in (tmp_path / "ds" / "cross-sensor").iterdir())
+    assert kept == sorted(manifest.loc[manifest["status"] == "kept", "roi_id"])
+    proc = harvest("qa", "ds", "--max-shift-px", "0.2", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    strict = gpd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert (strict["status"] == "kept").sum() < (manifest["status"] == "kept").sum()
+    assert strict["reasons"].str.contains("shift").any()
+    # Same folder, other recipe: a one-line error, nothing touched.
+    bad = harvest("fetch", "pairs.parquet", "--recipe", "sen2venus", "-o", "ds", cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "sen2naip" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    missing = harvest("qa", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 1 and "harvest fetch" in missing.stderr
+
+
+def test_killed_fetch_resumes_without_loss_or_duplicates(demo_world: Path, tmp_path: Path) -> None:
+    offsets = [(-300.0, -300.0), (300.0, 0.0), (0.0, 300.0)]
+    ids = write_demo_pairs(demo_world, tmp_path / "pairs.parquet", offsets)
+    args = ["fetch", "pairs.parquet", "--recipe", "sen2naip", "-o", "ds", "--no-progress"]
+    status_dir = tmp_path / "ds" / ".harvest" / "status"
+    run = subprocess.Popen(
+        [HARVEST, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = len(list(status_dir.glob("*.json"))) if status_dir.exists() else 0
+            if done >= 4 or run.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert run.poll() is None, "the run finished before it could be killed: give it more work"
+        os.kill(run.pid, signal.SIGKILL)
+    finally:
+        run.wait(timeout=30)
+    n_before = len(list(status_dir.glob("*.json")))
+    assert 4 <= n_before < len(ids)
+    assert not (tmp_path / "ds" / "manifest.parquet").exists()
+
+    proc = harvest(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"({n_before} done before;" in proc.stdout
+    manifest = gpd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert sorted(manifest["roi_id"]) == ids  # every chip exactly once
+    assert set(manifest["status"]) <= {"kept", "rejected"}
+    ds = tmp_path / "ds"
+    for rid in ids:
+        places = [(ds / sub / rid).is_dir() for sub in ("cross-sensor", "rejected")]
+        assert sum(places) == 1, rid
+        status = json.loads((status_dir / f"{rid}.json").read_text())
+        folder = ds / status["folder"]
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "HR.tif",
+            "LR.tif",
+            "SCL.tif",
+            "metadata.json",
+        ]
+    assert _temporaries(ds) == []
