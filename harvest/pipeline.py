@@ -320,6 +320,31 @@ def run_demo(
                 time.perf_counter() - t0,
             )
         )
+    # Fetch: chips on the nested grid, QA with reason codes, the SEN2NAIP cross-sensor layout.
+    import geopandas as gpd
+
+    from harvest.config import load_recipe
+    from harvest.fetch import run_fetch
+
+    t0 = time.perf_counter()
+    dataset = out_dir / "sen2naip"
+    fetched = run_fetch(
+        out_dir / "pairs-sen2naip.parquet", load_recipe("sen2naip"), dataset, progress=progress
+    )
+    manifest = gpd.read_parquet(fetched.manifest)
+    reasons = sorted(
+        {r for rs in manifest["reasons"].dropna() for r in str(rs).split(",") if r.strip()}
+    )
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    stages.append(
+        DemoStage(
+            "fetch + QA (sen2naip)",
+            dataset,
+            f"{fetched.n_kept} kept, {fetched.n_rejected} rejected{why}, {fetched.n_failed} failed"
+            + (" (reused)" if fetched.n_done_before == fetched.n_total else ""),
+            time.perf_counter() - t0,
+        )
+    )
     return DemoRunSummary(out_dir=out_dir, stages=tuple(stages))
 
 

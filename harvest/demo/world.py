@@ -76,7 +76,7 @@ from harvest.errors import DemoWorldError
 log = logging.getLogger(__name__)
 
 #: Bump when the rendering changes: a cached world of another format is rebuilt.
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2
 MARKER = ".harvest-demo-world.json"
 HR_GSD_M = 2.5
 CHIP_HALF_M = 605.0  # half of a 121 px x 10 m chip
@@ -700,7 +700,7 @@ class _SiteRenderer:
             is10 = band in S2_10M
             base = S2_SIGMA_BASE[band] if is10 else S2_SIGMA20_BASE[band]
             sigma = round(base + float(rng.uniform(-0.2, 0.2)), 3)
-            noise = round(float(rng.uniform(0.002, 0.0045 if is10 else 0.005)), 5)
+            noise = round(float(rng.uniform(0.001, 0.002 if is10 else 0.0025)), 5)
             if is10 and naip_hr is not None:
                 g = gamma[naip_name[band]]
                 hr = sensors.gamma_transfer(naip_hr[naip_index[band]], g)

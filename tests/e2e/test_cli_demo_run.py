@@ -25,7 +25,8 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     out = tmp_path / "demo"
     res = run_demo(out, demo_world)
     assert res.returncode == 0, res.stderr
-    for stage in ("demo world", "sample (demo sites)", "sample (CONUS)", "search (sen2naip)"):
+    stages = ("demo world", "sample (demo sites)", "sample (CONUS)", "search (sen2naip)", "fetch")
+    for stage in stages:
         assert stage in res.stdout
     truth = load_truth(demo_world / "truth.json")
     assert f"{len(truth.pairs_for('sen2naip'))} sen2naip" in res.stdout
@@ -38,10 +39,20 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     # One ROI per site, so the paired ROIs are the sites truth gives a sen2naip pair.
     pairs = gpd.read_parquet(out / "pairs-sen2naip.parquet")
     assert len(pairs) == len({p.site_id for p in truth.pairs_for("sen2naip")})
+    # Every chip of the search is fetched and decided; clean pairs of the truth are kept.
+    manifest = gpd.read_parquet(out / "sen2naip" / "manifest.parquet")
+    assert sorted(manifest.roi_id) == sorted(pairs.roi_id)
+    clean = {(p.lr_item_id, p.hr_item_id) for p in truth.pairs_for("sen2naip") if p.clean}
+    for row in manifest.itertuples():
+        chosen = pairs.loc[pairs.roi_id == row.roi_id].iloc[0]
+        if (chosen.lr_item_id, chosen.hr_item_id) in clean:
+            assert row.status == "kept", (row.roi_id, row.reasons)
+        else:
+            assert row.status == "rejected", row.roi_id
 
     # Running again reuses every finished stage and changes nothing.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = run_demo(out, demo_world)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(reused)") == 4
+    assert again.stdout.count("(reused)") == 5
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before

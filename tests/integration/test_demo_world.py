@@ -83,7 +83,7 @@ def test_truth_json_is_pretty_and_canonical(demo_world: Path, truth: WorldTruth)
             assert [b.band for b in scene.bands] == [
                 "B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A",
             ]  # fmt: skip
-            assert all(0.002 <= b.noise_std <= 0.005 for b in scene.bands)
+            assert all(0.001 <= b.noise_std <= 0.0025 for b in scene.bands)
             assert np.hypot(*scene.shift_m) <= 6.0 + 1e-9
 
 
