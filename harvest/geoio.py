@@ -115,6 +115,25 @@ def read_harvest_metadata(path: Path) -> dict[str, Any]:
     return dict(json.loads(raw)) if raw else {}
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def require_input_file(path: Path, what: str, hint: str) -> None:
+    """Raise a one-line :class:`InputFileError` unless ``path`` is an existing file.
+
+    Args:
+        path: The input file.
+        what: What the file is, for the message ("ROI table").
+        hint: What the user should give instead.
+    """
+    if not path.exists():
+        raise InputFileError(f"{what} not found: {path}; check the path ({hint})")
+    if path.is_dir():
+        raise InputFileError(f"{what} path is a folder: {path}; {hint}")
+
+
 def read_roi_points(path: Path) -> RoiPoints:
     """Read an existing ROI table (GeoParquet with ``roi_id`` and point geometry).
 
@@ -128,18 +147,14 @@ def read_roi_points(path: Path) -> RoiPoints:
         InputFileError: The file is missing, unreadable, not GeoParquet, or not a ROI table.
     """
     hint = "give a rois.parquet written by 'harvest sample'"
-    if not path.exists():
-        raise InputFileError(f"ROI table not found: {path}; check the path ({hint})")
-    if path.is_dir():
-        raise InputFileError(f"ROI table path is a folder: {path}; {hint}")
+    require_input_file(path, "ROI table", hint)
     import geopandas as gpd
 
     try:
         frame = gpd.read_parquet(path)
     except Exception as exc:  # pyarrow/geopandas raise many types for non-GeoParquet files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputFileError(
-            f"cannot read ROI table {path} as GeoParquet ({first}); {hint}"
+            f"cannot read ROI table {path} as GeoParquet ({first_line(exc)}); {hint}"
         ) from exc
     if "roi_id" not in frame.columns:
         raise InputFileError(f"{path} is not a ROI table (no 'roi_id' column); {hint}")

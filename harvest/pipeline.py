@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -126,6 +128,8 @@ def run_sample(
             f"{cap.jamming_n}); ask for fewer ROIs or a smaller --min-distance-km"
         )
 
+    on_progress: Callable[[int], None] | None = None
+    bar: AbstractContextManager[Any] = nullcontext()
     if progress:
         from rich.console import Console
         from rich.progress import (
@@ -136,26 +140,17 @@ def run_sample(
             TimeElapsedColumn,
         )
 
-        bar = Progress(
+        rich_bar = Progress(
             TextColumn("sampling ROIs"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=Console(stderr=True),
         )
-        with bar:
-            task = bar.add_task("sample", total=n)
-            result = sample_hardcore(
-                reg.geometry,
-                n,
-                min_distance_m,
-                seed,
-                area_m2=reg.area_m2,
-                exclude_lon_deg=ex_lon,
-                exclude_lat_deg=ex_lat,
-                on_progress=lambda done: bar.update(task, completed=done),
-            )
-    else:
+        task = rich_bar.add_task("sample", total=n)
+        on_progress = lambda done: rich_bar.update(task, completed=done)  # noqa: E731
+        bar = rich_bar
+    with bar:
         result = sample_hardcore(
             reg.geometry,
             n,
@@ -164,6 +159,7 @@ def run_sample(
             area_m2=reg.area_m2,
             exclude_lon_deg=ex_lon,
             exclude_lat_deg=ex_lat,
+            on_progress=on_progress,
         )
 
     ids = format_roi_ids(start, n)

@@ -32,7 +32,13 @@ import pyarrow.parquet as pq
 import shapely
 
 from harvest.errors import InputFileError
-from harvest.geoio import GEOPARQUET_VERSION, HARVEST_METADATA_KEY, atomic_temp_path
+from harvest.geoio import (
+    GEOPARQUET_VERSION,
+    HARVEST_METADATA_KEY,
+    atomic_temp_path,
+    first_line,
+    require_input_file,
+)
 from harvest.pairing import DroppedRoi, DropReason, PairCandidate
 
 PAIRS_STAGE = "search"
@@ -341,15 +347,11 @@ _HINT = "give a pairs.parquet written by 'harvest search'"
 
 
 def _read_table(path: Path, schema: pa.Schema, what: str) -> tuple[pa.Table, dict[str, Any]]:
-    if not path.exists():
-        raise InputFileError(f"{what} not found: {path}; check the path ({_HINT})")
-    if path.is_dir():
-        raise InputFileError(f"{what} path is a folder: {path}; {_HINT}")
+    require_input_file(path, what, _HINT)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputFileError(f"cannot read {what} {path} ({first}); {_HINT}") from None
+        raise InputFileError(f"cannot read {what} {path} ({first_line(exc)}); {_HINT}") from None
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
