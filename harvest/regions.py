@@ -29,6 +29,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
 from harvest.errors import RegionError
+from harvest.geoio import first_line
 
 BUNDLED_REGIONS = {"conus": "conus.geojson", "world-land": "world_land.geojson"}
 GEOJSON_SUFFIXES = (".geojson", ".json")
@@ -93,7 +94,7 @@ def load_region(spec: str | Path) -> Region:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegionError(
-                f"cannot read region file {text} as GeoJSON ({_one_line(exc)}); "
+                f"cannot read region file {text} as GeoJSON ({first_line(exc)}); "
                 "check that it is a valid GeoJSON file"
             ) from exc
         geoms, crs = _geojson_geometries(data, text)
@@ -105,11 +106,6 @@ def load_region(spec: str | Path) -> Region:
             "use .geojson, .gpkg or .parquet"
         )
     return _build_region(text, geoms, crs)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _geojson_geometries(data: Any, name: str) -> tuple[list[BaseGeometry], CRS]:
@@ -141,7 +137,7 @@ def _geojson_geometries(data: Any, name: str) -> tuple[list[BaseGeometry], CRS]:
             geoms.append(shape(item))
         except Exception as exc:  # shapely raises several types for malformed coordinates
             raise RegionError(
-                f"region file {name} has a malformed geometry ({_one_line(exc)}); "
+                f"region file {name} has a malformed geometry ({first_line(exc)}); "
                 "check the file in a GIS (e.g. QGIS)"
             ) from exc
     return geoms, crs
@@ -168,7 +164,7 @@ def _layer_geometries(path: Path, name: str, *, parquet: bool) -> tuple[list[Bas
         raise
     except Exception as exc:  # pyogrio/pyarrow raise many types for damaged files
         raise RegionError(
-            f"cannot read region file {name} ({_one_line(exc)}); "
+            f"cannot read region file {name} ({first_line(exc)}); "
             "check that it is a valid GeoPackage / GeoParquet polygon layer"
         ) from exc
     if frame.crs is None:

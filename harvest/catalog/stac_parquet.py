@@ -42,6 +42,7 @@ from harvest.catalog.memory import filter_scenes
 from harvest.catalog.profiles import CollectionProfile, ProviderProfile, parse_item
 from harvest.catalog.stac_api import HrefSigning, Signer, cover_property
 from harvest.errors import CatalogError
+from harvest.geoio import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ ORDER BY collection, id
             con.register("fp", self._footprint_cells(request))
             table = con.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise CatalogError(
                 f"DuckDB cannot search {self.files[0]}"
                 f"{f' (and {len(self.files) - 1} more)' if len(self.files) > 1 else ''}: "
