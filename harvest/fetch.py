@@ -192,6 +192,15 @@ def _worker_reader(settings: FetchSettings) -> RasterioReader:
     return reader
 
 
+def _reader_for(assets: Mapping[str, AssetRef], default: Reader, given: Reader | None) -> Reader:
+    """The reader of one scene: Earth Engine's for ``ee://`` assets (unless one was given)."""
+    if given is None and any(ref.href.startswith("ee://") for ref in assets.values()):
+        from harvest.catalog.earthengine import default_reader
+
+        return default_reader()
+    return default
+
+
 def _saturation_value(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> float | None:
     # An 8-bit source saturates at DN 255; wider types have no fixed ceiling worth testing.
     values = []
@@ -333,11 +342,14 @@ def process_chip(
         t0 = time.perf_counter()
         lr_assets = job.pair.lr.assets
         hr_assets = job.pair.hr.assets
-        lr = rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
+        lr_rdr = _reader_for(lr_assets, rdr, reader)
+        lr = lr_rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
         scl_ref = lr_assets.get(SCL_BAND)
-        scl_raw = rdr.read_raw(scl_ref, grids.lr) if scl_ref is not None else None
+        scl_raw = lr_rdr.read_raw(scl_ref, grids.lr) if scl_ref is not None else None
         t1 = time.perf_counter()
-        hr = rdr.read(hr_assets, recipe.hr.bands, grids.hr, "average")
+        hr = _reader_for(hr_assets, rdr, reader).read(
+            hr_assets, recipe.hr.bands, grids.hr, "average"
+        )
         t2 = time.perf_counter()
         scl = None if scl_raw is None else np.nan_to_num(scl_raw, nan=0.0).astype(np.uint8)
         hr_sat = _saturation_value(hr_assets, recipe.hr.bands)

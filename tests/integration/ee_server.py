@@ -28,12 +28,25 @@ fails a too-large query every time it is sent.
 
 Every request is recorded (:attr:`EEServer.requests`, bodies decoded), so tests can assert on the
 expression graph that went over the wire.
+
+Pixels: ``POST .../image:computePixels`` answers an ``.npy`` structured array (one field per band,
+the ``NUMPY_NDARRAY`` answer) for an expression ``Image.load`` + ``Image.select`` (optionally
+resampled, ``toFloat``, ``unmask``). Values come from :attr:`EEServer.pixel_value`, a function of
+the image, the band and the pixel-centre coordinates computed from the request's ``grid`` (so a
+test knows exactly what every pixel of a correctly placed grid holds); pixels where
+:attr:`EEServer.pixel_mask` is True are masked (filled with the ``unmask`` value, else 0). The
+documented limits are enforced (400 over 48 MB, 32768 px a side or 1024 bands), as is
+``pixel_memory_limit_px`` (400 "User memory limit exceeded." for larger requests, every time);
+the fault queue applies too. The server counts computePixels calls in flight
+(:attr:`EEServer.max_pixels_in_flight`), each held ``pixel_delay_s`` seconds.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import ee
+import numpy as np
+import numpy.typing as npt
 import shapely
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
@@ -338,6 +353,12 @@ class EEServer:
         self.catalog: list[FakeImage] = list(catalog)
         self.requests: list[RecordedRequest] = []
         self.memory_limit_images: int | None = None
+        self.pixel_value: PixelFunction = smooth_field
+        self.pixel_mask: MaskFunction | None = None
+        self.pixel_memory_limit_px: int | None = None
+        self.pixel_delay_s = 0.0
+        self.max_pixels_in_flight = 0
+        self._pixels_in_flight = 0
         self._faults: deque[tuple[int, str, str]] = deque()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -354,6 +375,11 @@ class EEServer:
         """Answer the next compute call with this error (queued, first in first out)."""
         with self._lock:
             self._faults.append((code, message, status))
+
+    def pixel_requests(self) -> list[RecordedRequest]:
+        """The recorded ``image:computePixels`` calls, in order."""
+        with self._lock:
+            return [r for r in self.requests if r.path.split("?")[0].endswith(":computePixels")]
 
     def compute_requests(self) -> list[RecordedRequest]:
         """The recorded ``value:compute`` calls, in order."""
@@ -385,15 +411,22 @@ class EEServer:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 server._record("POST", self.path, body)
+                if self.path.split("?")[0].endswith("image:computePixels"):
+                    code, payload = server._compute_pixels(body)
+                    ctype = "application/octet-stream" if code == 200 else "application/json"
+                    self._send(code, payload, ctype)
+                    return
                 if not self.path.split("?")[0].endswith("value:compute"):
                     self._send(404, _error_body(404, f"no route {self.path}", "NOT_FOUND"))
                     return
                 code, payload = server._compute(body)
                 self._send(code, payload)
 
-            def _send(self, code: int, payload: bytes) -> None:
+            def _send(
+                self, code: int, payload: bytes, content_type: str = "application/json"
+            ) -> None:
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -437,6 +470,125 @@ class EEServer:
         except (GraphError, KeyError, TypeError, ValueError) as exc:
             return 400, _error_body(400, f"fake EE cannot evaluate: {exc!r}", "INVALID_ARGUMENT")
         return 200, json.dumps({"result": result}).encode()
+
+    def _compute_pixels(self, body: Any) -> tuple[int, bytes]:
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+            self._pixels_in_flight += 1
+            self.max_pixels_in_flight = max(self.max_pixels_in_flight, self._pixels_in_flight)
+        try:
+            if self.pixel_delay_s:
+                time.sleep(self.pixel_delay_s)
+            if fault is not None:
+                code, message, status = fault
+                return code, _error_body(code, message, status)
+            try:
+                return 200, self._pixels(body)
+            except _RefusedError as exc:
+                return 400, _error_body(400, str(exc), "INVALID_ARGUMENT")
+            except (GraphError, KeyError, TypeError, ValueError) as exc:
+                message = f"fake EE cannot compute pixels: {exc!r}"
+                return 400, _error_body(400, message, "INVALID_ARGUMENT")
+        finally:
+            with self._lock:
+                self._pixels_in_flight -= 1
+
+    def _pixels(self, body: Mapping[str, Any]) -> bytes:
+        if body.get("fileFormat") != "NPY":
+            raise GraphError(f"fileFormat {body.get('fileFormat')!r}: only NPY is served")
+        calls = dict(graph_invocations(body["expression"]))
+        if "Image.load" not in calls or "Image.select" not in calls:
+            raise GraphError(f"expected Image.load + Image.select, got {sorted(calls)}")
+        implemented = {
+            "Image.load",
+            "Image.select",
+            "Image.toFloat",
+            "Image.unmask",
+            "Image.constant",
+            "Image.reduceResolution",
+            "Reducer.mean",
+            "Image.reproject",
+            "Projection",
+            "Image.resample",
+        }
+        unknown = sorted(set(calls) - implemented)
+        if unknown:
+            raise GraphError(f"the fake Earth Engine does not compute pixels of {unknown[0]}")
+        image_id = calls["Image.load"]["id"]
+        image = next((i for i in self.catalog if f"{i.collection}/{i.index}" == image_id), None)
+        if image is None:
+            raise _RefusedError(
+                f"Image.load: Image asset '{image_id}' not found (does not exist or caller "
+                "does not have access)."
+            )
+        bands = list(calls["Image.select"]["bandSelectors"])
+        for band in bands:
+            if band not in image.bands:
+                raise _RefusedError(
+                    f"Image.select: Band pattern '{band}' did not match any bands. "
+                    f"Available bands: [{', '.join(image.bands)}]"
+                )
+        grid = body["grid"]
+        width = int(grid["dimensions"]["width"])
+        height = int(grid["dimensions"]["height"])
+        dtype = np.dtype("<f4") if "Image.toFloat" in calls else np.dtype("<u2")
+        n_bytes = width * height * len(bands) * dtype.itemsize
+        if n_bytes > 48_000_000:
+            raise _RefusedError(
+                f"Total request size ({n_bytes} bytes) must be less than or equal to "
+                "48000000 bytes."
+            )
+        if max(width, height) > 32768 or len(bands) > 1024:
+            raise _RefusedError("Request exceeds the grid dimension or band count limits.")
+        limit = self.pixel_memory_limit_px
+        if limit is not None and width * height * len(bands) > limit:
+            raise _RefusedError("User memory limit exceeded.")
+        x, y = pixel_centres(grid["affineTransform"], width, height)
+        masked = self.pixel_mask(image_id, x, y) if self.pixel_mask is not None else None
+        fill = 0.0
+        if "Image.unmask" in calls:
+            value = calls["Image.unmask"]["value"]
+            # The client wraps a number into Image.constant.
+            if isinstance(value, dict) and value.get("call") == "Image.constant":
+                value = value["args"]["value"]
+            fill = float(value)
+        out = np.zeros((height, width), dtype=[(b, dtype) for b in bands])
+        for band in bands:
+            values = self.pixel_value(image_id, band, x, y)
+            if masked is not None:
+                values = np.where(masked, fill, values)
+            out[band] = values.astype(dtype)
+        buffer = io.BytesIO()
+        np.save(buffer, out, allow_pickle=False)
+        return buffer.getvalue()
+
+
+class _RefusedError(Exception):
+    """An error a real Earth Engine answers with this message."""
+
+
+PixelFunction = Callable[[str, str, "npt.NDArray[np.float64]", "npt.NDArray[np.float64]"],
+                         "npt.NDArray[np.float64]"]  # fmt: skip
+MaskFunction = Callable[[str, "npt.NDArray[np.float64]", "npt.NDArray[np.float64]"],
+                        "npt.NDArray[np.bool_]"]  # fmt: skip
+
+
+def pixel_centres(
+    affine: Mapping[str, float], width: int, height: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """CRS coordinates of the pixel centres of a computePixels grid (``[height, width]`` each)."""
+    col, row = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    x = affine["translateX"] + affine["scaleX"] * col + affine["shearX"] * row
+    y = affine["translateY"] + affine["shearY"] * col + affine["scaleY"] * row
+    return x, y
+
+
+def smooth_field(
+    image_id: str, band: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """A smooth, band-dependent DN field: a half-pixel error changes values by about 1 DN."""
+    k = sum(band.encode()) % 17
+    return 1500.0 + 50.0 * k + 300.0 * np.sin(x / 400.0) + 300.0 * np.cos(y / 550.0)
 
 
 def graph_invocations(expression: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
