@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,8 @@ def fit_sigma(
     truncate: float = DEFAULT_TRUNCATE,
     tol_px: float = 1e-3,
     grid_points: int = 12,
+    margin_px: int = 0,
+    forward: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None,
 ) -> SigmaFit:
     """Find, per band, the Gaussian sigma minimising MAE(blur_downsample(hr, sigma), lr).
 
@@ -56,6 +59,11 @@ def fit_sigma(
         truncate: standard deviations kept when ``kernel_size`` is None.
         tol_px: final bracket width.
         grid_points: points of the initial grid.
+        margin_px: LR pixels left out of the MAE at every edge (where the blur sees beyond the
+            chip through padding, or a registration shift reads clamped samples).
+        forward: replaces the forward model: maps the batched HR [B, C, H, W] and one sigma per
+            band [C] to the LR prediction [B, C, h, w] (e.g. blur + downsample that also
+            applies a known misregistration); None uses :func:`blur_downsample`.
 
     Returns:
         The fitted :class:`SigmaFit`.
@@ -73,13 +81,24 @@ def fit_sigma(
         )
     if not 0 <= bounds_px[0] < bounds_px[1]:
         raise DegradationError(f"bounds_px must be (low, high) with 0 <= low < high: {bounds_px}")
+    m = int(margin_px)
+    if m < 0 or 2 * m >= min(lo.shape[-2:]):
+        raise DegradationError(
+            f"margin_px={margin_px} leaves no LR pixel of {tuple(lo.shape[-2:])}; use a smaller one"
+        )
     lo = lo.to(h.dtype)
+    inner = (..., slice(m, lo.shape[-2] - m), slice(m, lo.shape[-1] - m))
 
     def objective(sigmas: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            pred = blur_downsample(h, sigmas, factor, kernel_size=kernel_size, truncate=truncate)
+            if forward is None:
+                pred = blur_downsample(
+                    h, sigmas, factor, kernel_size=kernel_size, truncate=truncate
+                )
+            else:
+                pred = forward(h, sigmas)
             assert isinstance(pred, torch.Tensor)
-            err = (pred - lo).abs().double().mean(dim=(0, 2, 3))
+            err = (pred[inner] - lo[inner]).abs().double().mean(dim=(0, 2, 3))
         return err.cpu().numpy()
 
     sigma, mae, calls = minimize_bands(

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from degradation.errors import DegradationError
 from harvest import __version__
 from harvest.errors import HarvestError
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted: finished work is kept; run the same command to resume", err=True)
         return 130
-    except HarvestError as exc:
+    except (HarvestError, DegradationError) as exc:
         if _state["verbose"]:
             log.exception("details")
         typer.echo(f"error: {exc}", err=True)
@@ -363,6 +364,74 @@ def qa(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed; "
         f"manifest {summary.manifest}"
     )
+
+
+degradation_app = typer.Typer(
+    help="Fit degradation models (PSF, gamma, noise, U-Net, VAE) on LR/HR pairs.",
+    no_args_is_help=True,
+)
+app.add_typer(degradation_app, name="degradation")
+
+
+@degradation_app.command("fit")
+def degradation_fit(
+    pairs_dir: Annotated[Path, typer.Argument(help="Dataset folder written by 'harvest fetch'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    train: Annotated[
+        str, typer.Option(help="Networks to train on CPU, comma separated: unet, vae.")
+    ] = "",
+    split: Annotated[str, typer.Option(help="Chips to fit on: train, test or all.")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the training and evaluation.")] = 0,
+    shift: Annotated[
+        str, typer.Option(help="Misregistration: scene (median per S2 scene), chip or none.")
+    ] = "scene",
+    iterations: Annotated[int, typer.Option(min=1, help="Gamma/sigma alternation rounds.")] = 2,
+    unet_epochs: Annotated[int, typer.Option(min=1, help="U-Net training epochs.")] = 30,
+    vae_epochs: Annotated[int, typer.Option(min=1, help="VAE training epochs.")] = 200,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Fit sigma, gamma statistics, the noise matrix (and networks) on LR/HR pairs."""
+    from harvest.degrade import TRAINABLE, parse_list, run_fit
+
+    summary = run_fit(
+        pairs_dir,
+        output,
+        train=parse_list(train, TRAINABLE, "network"),
+        split=split,
+        seed=seed,
+        shift=shift,
+        iterations=iterations,
+        unet_epochs=unet_epochs,
+        vae_epochs=vae_epochs,
+        progress=progress,
+    )
+    typer.echo(summary.line())
+
+
+@app.command()
+def degrade(
+    hr_dir: Annotated[Path, typer.Argument(help="Folder of HR GeoTIFFs (or a cross-sensor set).")],
+    model: Annotated[str, typer.Option(help="'sen2naip' or a folder from 'degradation fit'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to write.")],
+    methods: Annotated[
+        str,
+        typer.Option(help="Comma separated: statistical, deterministic, variational, raw."),
+    ] = "statistical,deterministic,variational",
+    seed: Annotated[int, typer.Option(help="Seed of gammas, latents and noise.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Write HR_h, S2-like LR and histograms per HR image (SEN2NAIP synthetic layout)."""
+    from harvest.degrade import DEGRADE_METHODS, parse_list, run_degrade
+
+    summary = run_degrade(
+        hr_dir,
+        model,
+        output,
+        methods=parse_list(methods, DEGRADE_METHODS, "method"),
+        seed=seed,
+        progress=progress,
+    )
+    typer.echo(summary.line())
 
 
 if __name__ == "__main__":  # pragma: no cover
