@@ -341,6 +341,22 @@ def run_demo(
             time.perf_counter() - t0,
         )
     )
+    # Degrade: the kept HR chips into S2-like LR with the published SEN2NAIP models.
+    from harvest.degrade import run_degrade
+
+    t0 = time.perf_counter()
+    synthetic = out_dir / "sen2naip-synthetic"
+    degraded = run_degrade(dataset, "sen2naip", synthetic, seed=seed, progress=progress)
+    stages.append(
+        DemoStage(
+            "degrade (sen2naip model)",
+            synthetic,
+            f"{degraded.n_images} HR images x {len(degraded.methods)} methods "
+            f"({', '.join(degraded.methods)})"
+            + (" (reused)" if degraded.n_done_before == degraded.n_images else ""),
+            time.perf_counter() - t0,
+        )
+    )
     return DemoRunSummary(out_dir=out_dir, stages=tuple(stages))
 
 

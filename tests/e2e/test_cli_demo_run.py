@@ -26,6 +26,7 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     res = run_demo(out, demo_world)
     assert res.returncode == 0, res.stderr
     stages = ("demo world", "sample (demo sites)", "sample (CONUS)", "search (sen2naip)", "fetch")
+    stages += ("degrade",)
     for stage in stages:
         assert stage in res.stdout
     truth = load_truth(demo_world / "truth.json")
@@ -50,9 +51,14 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
         else:
             assert row.status == "rejected", row.roi_id
 
+    # The kept HR chips are degraded by each method of the published model.
+    kept = (manifest.status == "kept").sum()
+    assert kept >= 1
+    assert len(list((out / "sen2naip-synthetic" / "synthetic").glob("*/*/metadata.json"))) == kept
+
     # Running again reuses every finished stage and changes nothing.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = run_demo(out, demo_world)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(reused)") == 5
+    assert again.stdout.count("(reused)") == 6
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before
