@@ -190,40 +190,34 @@ def main() -> None:
     )
     add("bilinear x4 antialias", "degradation.downsample", lambda: downsample(hr_t, 4), ref_aa, r)
 
-    # 3. Histogram matching 4 x 1100 x 1100 to a 4 x 275 x 275 reference.
+    # 3. Histogram matching 4 x 1100 x 1100 to a 4 x 275 x 275 reference: arbitrary float
+    # reflectance (sort path), float reflectance stored as integer DN / 10000 (few distinct
+    # values: lookup-table path) and 8-bit codes. Every row must equal scikit-image exactly.
     lr = _np(blur_downsample(_scene(1), sig)) ** 1.8
-    ref_hm = skimage_match(hr, lr, channel_axis=0)
-    add(
-        "histogram matching",
-        "skimage match_histograms (reference)",
-        lambda: skimage_match(hr, lr, channel_axis=0),
-        ref_hm,
-        max(3, r // 4),
-    )
-    add(
-        "histogram matching",
-        "degradation match_histograms",
-        lambda: match_histograms(hr, lr),
-        ref_hm,
-        r,
-    )
-
+    w = args.threads
+    dn = np.round(hr * 10000).astype(np.uint16).astype(np.float32) / np.float32(10000)
     codes = np.clip(hr * 400, 0, 255).astype(np.uint8)  # 8-bit NAIP-like digital numbers
-    ref_codes = skimage_match(codes.astype(np.float32), lr, channel_axis=0)
-    add(
-        "histogram matching, uint8 source",
-        "skimage match_histograms (reference)",
-        lambda: skimage_match(codes.astype(np.float32), lr, channel_axis=0),
-        ref_codes,
-        max(3, r // 4),
-    )
-    add(
-        "histogram matching, uint8 source",
-        "degradation match_histograms (lookup table)",
-        lambda: match_histograms(codes, lr),
-        ref_codes,
-        r,
-    )
+    for op, src, impl in (
+        ("histogram matching (float)", hr, "degradation match_histograms (sort)"),
+        ("histogram matching (float DN / 10000)", dn, "degradation match_histograms (table)"),
+        ("histogram matching (uint8 source)", codes, "degradation match_histograms (table)"),
+    ):
+        as_float = src.astype(np.float32)
+        ref_hm = skimage_match(as_float, lr, channel_axis=0)
+        add(
+            op,
+            "skimage match_histograms (reference)",
+            lambda f=as_float: skimage_match(f, lr, channel_axis=0),  # type: ignore[misc]
+            ref_hm,
+            max(3, r // 4),
+        )
+        add(
+            op,
+            impl,
+            lambda s=src: match_histograms(s, lr, workers=w),  # type: ignore[misc]
+            ref_hm,
+            r,
+        )
 
     # 4. The whole statistical mode, configured like the published package (p50, kernel 13,
     # band-RMS noise 0.025); noise is drawn, so there is no difference column.

@@ -8,6 +8,7 @@ import torch
 from skimage.exposure import match_histograms as skimage_match
 
 from degradation.errors import DegradationError
+from degradation.harmonize import histogram
 from degradation.harmonize.histogram import band_histograms, match_histograms, match_to_histogram
 
 
@@ -117,3 +118,94 @@ def test_float64_source_is_matched_exactly() -> None:
     out = match_histograms(src64, ref)
     assert isinstance(out, np.ndarray) and out.dtype == np.float64
     np.testing.assert_allclose(out, skimage_match(src64, ref, channel_axis=0), atol=1e-12)
+
+
+def _dn_image(seed: int, shape: tuple[int, ...] = (4, 300, 280)) -> np.ndarray:
+    """Reflectance stored as integer DN / 10000 (few distinct values, a long bright tail)."""
+    rng = np.random.default_rng(seed)
+    dn = np.clip(rng.gamma(3.0, 400.0, shape), 0, 9000).astype(np.uint16)
+    tail = dn.reshape(-1)[::997]
+    tail[:] = 9500 + np.arange(tail.size) % 400  # rare values, mostly not in the sample
+    return dn.astype(np.float32) / np.float32(10000)
+
+
+def _no_sort(*_: object) -> None:
+    raise AssertionError("the sort path ran; the lookup-table path should have been used")
+
+
+def test_few_distinct_float_values_take_the_table_path_and_equal_skimage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _dn_image(10)
+    _, ref = _pair(10)
+    expected = skimage_match(src, ref, channel_axis=0)
+    # Rare values (the bright tail) are missed by the sample and must still be exact.
+    monkeypatch.setattr(histogram, "_SAMPLE", 16384)
+    monkeypatch.setattr(histogram, "_match_sorted", _no_sort)
+    out = match_histograms(src, ref)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    # Negative values and -0.0 (a table with an offset), float64, torch and batches.
+    shifted = (src - np.float32(0.05)) * np.float32(-1.0)
+    shifted[0, 0, :7] = -0.0
+    np.testing.assert_array_equal(
+        match_histograms(shifted, ref), skimage_match(shifted, ref, channel_axis=0)
+    )
+    src64 = src.astype(np.float64)
+    np.testing.assert_array_equal(
+        match_histograms(src64, ref), skimage_match(src64, ref, channel_axis=0)
+    )
+    batch = torch.from_numpy(np.stack([src, _dn_image(11)]))
+    got = match_histograms(batch, torch.from_numpy(ref))
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got[0].numpy(), expected)
+    assert torch.equal(got, match_histograms(batch, torch.from_numpy(ref), workers=1))
+
+
+def test_table_path_falls_back_to_sorting_when_values_share_a_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _dn_image(12)
+    _, ref = _pair(12)
+    # Values a hair above grid values, missed by the sample, land in the grid values' buckets.
+    src[1].reshape(-1)[1::5001] += np.float32(1e-6)
+    # Many distinct values in a band: the sample rejects the table at once.
+    src[2] += np.random.default_rng(0).random(src[2].shape, dtype=np.float32) * 1e-3
+    monkeypatch.setattr(histogram, "_SAMPLE", 16384)
+    sorted_bands: list[int] = []
+    real_sort = histogram._match_sorted
+
+    def spy(flat: np.ndarray, *args: object) -> None:
+        sorted_bands.append(int(np.argmax([np.shares_memory(flat, b) for b in src])))
+        real_sort(flat, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(histogram, "_match_sorted", spy)
+    out = match_histograms(src, ref, workers=1)
+    assert sorted(sorted_bands) == [1, 2]
+    np.testing.assert_array_equal(out, skimage_match(src, ref, channel_axis=0))
+
+
+def test_sort_path_with_tie_groups_across_and_longer_than_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(histogram, "_SORT_CHUNK", 64)
+    monkeypatch.setattr(histogram, "_match_few_values", lambda *_: False)
+    src, ref = _pair(13)
+    src = src.copy()
+    src[0, :40] = 0.25  # a tie group of 4400 pixels, far longer than a chunk
+    src[1] = np.round(src[1] * 300) / 300  # many short tie groups
+    src[2, :3] = -0.0  # -0.0 equals 0.0
+    src[2, 3:6] = 0.0
+    src[3, ::2] -= 0.5
+    expected = skimage_match(src, ref, channel_axis=0)
+    np.testing.assert_array_equal(match_histograms(src, ref), expected)
+    np.testing.assert_array_equal(match_histograms(src, ref, workers=1), expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_source_values_are_rejected_on_every_path(bad: float) -> None:
+    _, ref = _pair(14)
+    for src in (_pair(14)[0], _dn_image(14)):
+        src[2, 5, 5] = bad
+        with pytest.raises(DegradationError, match="NaN or infinite"):
+            match_histograms(src, ref)
