@@ -364,18 +364,38 @@ def _window_sums(a: np.ndarray, kh: int, kw: int | None = None) -> np.ndarray:
     return out
 
 
+def _run_all(flags: np.ndarray, n: int, axis: int) -> BoolArray:
+    """Whether every one of ``n`` consecutive ``flags`` along ``axis`` is True ('valid')."""
+    m = flags.shape[axis]
+    if n <= 0:
+        return np.ones(flags.shape[:axis] + (m + 1,) + flags.shape[axis + 1 :], dtype=bool)
+    csum = np.zeros(flags.shape[:axis] + (m + 1,) + flags.shape[axis + 1 :], dtype=np.int32)
+    index = [slice(None)] * flags.ndim
+    index[axis] = slice(1, None)
+    np.cumsum(flags, axis=axis, dtype=np.int32, out=csum[tuple(index)])
+    hi, lo = list(index), list(index)
+    hi[axis], lo[axis] = slice(n, None), slice(None, m + 1 - n)
+    out: BoolArray = (csum[tuple(hi)] - csum[tuple(lo)]) == n
+    return out
+
+
 def _constant_windows(band: np.ndarray, k: int) -> BoolArray:
     """Which k x k windows hold one value only (NaN never equals itself: never constant).
 
-    Exact for any dtype: a window is constant when none of its horizontal and vertical
-    neighbour pairs differ, and those differences are counted with integer window sums.
+    Exact for any dtype, with equality tests only (no float sums): a window is constant when
+    each of its k row segments is (k - 1 equal horizontal neighbour pairs in a row) and its
+    first column is (k - 1 equal vertical pairs). Separable 1-D run counts do it; a chip with
+    fewer equal horizontal pairs than one constant window needs, ``k * (k - 1)``, has none.
     """
     if k == 1:
         return np.asarray(band == band, dtype=bool)
-    dh = (band[:, 1:] != band[:, :-1]).astype(np.int32)
-    dv = (band[1:, :] != band[:-1, :]).astype(np.int32)
-    changes = _window_sums(dh, k, k - 1) + _window_sums(dv, k - 1, k)
-    out: BoolArray = changes == 0
+    h, w = band.shape
+    eq_h = band[:, 1:] == band[:, :-1]
+    if int(np.count_nonzero(eq_h)) < k * (k - 1):
+        return np.zeros((h - k + 1, w - k + 1), dtype=bool)
+    rows_const = _run_all(eq_h, k - 1, axis=1)  # [H, W - k + 1]: row segment constant
+    col_const = _run_all(band[1:, : w - k + 1] == band[:-1, : w - k + 1], k - 1, axis=0)
+    out: BoolArray = _run_all(rows_const, k, axis=0) & col_const
     return out
 
 
@@ -449,8 +469,19 @@ def blank_windows(
     """
     a = _as_bands(image, "image")
     k = max(1, min(window_px, *a.shape[1:]))
-    zero = np.stack([_constant_windows(b, k) for b in a])
-    return _every_band(zero) if rule == "all_bands" else ~_every_band(~zero)
+    out: BoolArray | None = None
+    for b in a:
+        zero = _constant_windows(b, k)
+        if out is None:
+            out = zero
+        elif rule == "all_bands":
+            out &= zero
+        else:
+            out |= zero
+        if rule == "all_bands" and not out.any():
+            break  # no window can be blank in every band: the other bands need no test
+    assert out is not None  # _as_bands guarantees at least one band
+    return out
 
 
 def blank_fraction(
@@ -514,13 +545,20 @@ def _phase_peak(
     peak = np.array(np.unravel_index(int(np.argmax(corr)), corr.shape), dtype=np.float64)
     shape = np.array(corr.shape)
     peak = np.where(peak > shape // 2, peak - shape, peak)
-    # Refine on a 1.5 px neighbourhood around the integer peak, every 1/upsample px.
-    size = int(math.ceil(upsample * 1.5))
-    centre = size // 2
-    origin = (centre - peak[0] * upsample, centre - peak[1] * upsample)
-    fine = _upsampled_dft(spec, size, upsample, origin).real
-    i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
-    return float(peak[0] + (i - centre) / upsample), float(peak[1] + (j - centre) / upsample)
+    # Refine around the integer peak in two steps with the same result as one fine search of
+    # a 1.5 px neighbourhood every 1/upsample px: a coarse 1/10 px grid finds the lobe, then
+    # the 1/upsample px grid within 0.15 px of it (the peak's main lobe is about 1 px wide).
+    best = peak
+    span = 1.5
+    for factor in (upsample,) if upsample <= 10 else (10, upsample):
+        size = int(math.ceil(factor * span))
+        centre = size // 2
+        origin = (centre - best[0] * factor, centre - best[1] * factor)
+        fine = _upsampled_dft(spec, size, factor, origin).real
+        i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
+        best = best + (np.array([i, j], dtype=np.float64) - centre) / factor
+        span = 3.0 / factor
+    return float(best[0]), float(best[1])
 
 
 def phase_correlation(

@@ -123,10 +123,14 @@ def write_cog(
     grid: ChipGrid,
     band_names: Sequence[str],
     nodata: float | None = None,
-) -> None:
-    """Write a ``[C, H, W]`` array on ``grid`` as a Cloud-Optimized GeoTIFF with band names."""
-    import rasterio
+) -> str:
+    """Write a ``[C, H, W]`` array on ``grid`` as a Cloud-Optimized GeoTIFF with band names.
+
+    Returns:
+        The hex SHA-256 of the file's bytes.
+    """
     from rasterio.crs import CRS
+    from rasterio.io import MemoryFile
 
     if data.shape != (len(band_names), grid.height, grid.width):
         raise StoreError(
@@ -147,14 +151,21 @@ def write_cog(
         "compress": "ZSTD",
         "level": 1,
         "predictor": 3 if floating else 2,
-        "blocksize": 256,
+        # One 128 px tile for a 121 px LR chip (a 256 px tile would compress 4.5x padding).
+        "blocksize": 128 if max(grid.width, grid.height) <= 128 else 256,
         "overviews": "NONE",
         "nodata": nodata,
     }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for i, name in enumerate(band_names, start=1):
-            dst.set_band_description(i, name)
+    # Built in memory, then written and hashed from the same bytes (no re-read for checksums).
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, name)
+        blob = mem.read()
+    with open(path, "wb") as fh:
+        fh.write(blob)
+    return hashlib.sha256(blob).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -203,14 +214,24 @@ def write_chip_folder(
     tmp = _tmp_name(final)
     tmp.mkdir()
     try:
-        write_cog(tmp / LR_FILE, lr.astype(np.float32, copy=False), lr_grid, lr_bands, np.nan)
-        write_cog(tmp / HR_FILE, hr.astype(np.float32, copy=False), hr_grid, hr_bands, np.nan)
+        sums = {
+            LR_FILE: write_cog(
+                tmp / LR_FILE, lr.astype(np.float32, copy=False), lr_grid, lr_bands, np.nan
+            ),
+            HR_FILE: write_cog(
+                tmp / HR_FILE, hr.astype(np.float32, copy=False), hr_grid, hr_bands, np.nan
+            ),
+        }
         if scl is not None:
-            write_cog(tmp / SCL_FILE, scl[None].astype(np.uint8), lr_grid, ["SCL"], 0)
-        (tmp / META_FILE).write_text(
+            sums[SCL_FILE] = write_cog(
+                tmp / SCL_FILE, scl[None].astype(np.uint8), lr_grid, ["SCL"], 0
+            )
+        meta_bytes = (
             json.dumps(_json_safe(dict(metadata)), indent=2, sort_keys=True) + "\n"
-        )
-        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        ).encode()
+        (tmp / META_FILE).write_bytes(meta_bytes)
+        sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
+        sums = dict(sorted(sums.items()))
         _remove_tree(final)
         os.replace(tmp, final)
     finally:
