@@ -188,14 +188,13 @@ def test_table2_harmonised_methods_beat_raw(table: dict[str, Any], which: str) -
     t = table[which]
     assert set(t) == {"raw", "statistical", "deterministic", "variational"}
     raw, det, stat = t["raw"], t["deterministic"], t["statistical"]
-    # As in the paper, deterministic beats raw on angle, bias and errors. Pearson is the one
-    # exception on the demo world (see docs/degradation.md): its NAIP differs from S2 by a
-    # per-band power law only, so raw already correlates at ~0.98 per band.
+    # As in the paper, deterministic beats raw on every metric of Table 2 (Pearson over all
+    # bands at once, as the paper's table reads: see harvest.metrics.pearson_joint).
+    assert det["pearson"] > raw["pearson"]
     assert det["sam_deg"] < raw["sam_deg"]
     assert abs(det["pbias_pct"]) < abs(raw["pbias_pct"])
     assert det["mae"] < raw["mae"]
     assert det["rmse"] < raw["rmse"]
-    assert det["pearson"] > 0.9
     # The statistical method (gamma, fitted or published) beats raw on every metric.
     assert stat["pearson"] > raw["pearson"] and stat["sam_deg"] < raw["sam_deg"]
     assert abs(stat["pbias_pct"]) < abs(raw["pbias_pct"])

@@ -60,3 +60,17 @@ def test_compare_collects_everything_and_errors_are_one_line() -> None:
         metrics.rmse(ref, ref[:3])
     with pytest.raises(MetricInputError, match="constant"):
         metrics.pearson(np.ones((1, 4)), ref[:1, 0, :4])
+
+
+def test_pearson_joint_sees_the_relation_between_bands() -> None:
+    ref = np.array([[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.8]]])
+    # Each band right up to a gain, but the bands' proportions swapped: per band perfect,
+    # jointly not.
+    pred = np.stack([ref[0] * 5.0, ref[1] * 0.2])
+    assert metrics.pearson(pred, ref) == pytest.approx(1.0)
+    assert metrics.pearson_joint(pred, ref) < 0.5
+    assert metrics.pearson_joint(ref * 3.0 + 1.0, ref) == pytest.approx(1.0)
+    # By hand: [1, 2, 3, 4] and [2, 4, 6, 9] (means 2.5, 5.25): 11.5 / sqrt(5 * 26.75).
+    a = np.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 1, 2)
+    b = np.array([2.0, 4.0, 6.0, 9.0]).reshape(2, 1, 2)
+    assert metrics.pearson_joint(a, b) == pytest.approx(11.5 / math.sqrt(5 * 26.75))
