@@ -46,36 +46,12 @@ def demo_pairs(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     Two chips per clean Sentinel-2 scene (four scenes), written by the fetch stage exactly as
     ``harvest fetch`` writes them (LR not shift-corrected; shifts in metadata.json).
     """
-    from pyproj import Transformer
-
-    from harvest.catalog.profiles import load_profile, parse_item
     from harvest.config import load_recipe
-    from harvest.demo.stac import item_dicts_absolute
-    from harvest.demo.truth import load_truth
-    from harvest.fetch import FetchJob, run_fetch
-    from harvest.pairing import RoiFootprint, pair_scenes
+    from harvest.demo.pairs import truth_pair_rows
+    from harvest.fetch import run_fetch
 
     recipe = load_recipe("sen2naip")
-    truth = load_truth(demo_world)
-    profile = load_profile("demo")
-    scenes = {
-        d["id"]: parse_item(d, profile)
-        for d in item_dicts_absolute(demo_world)
-        if d["collection"] in ("sentinel-2-l2a", "naip")
-    }
-    jobs = []
-    for p in truth.pairs_for("sen2naip"):
-        if not p.clean:
-            continue
-        site = truth.site(p.site_id)
-        b = site.chip_safe_bounds
-        to_ll = Transformer.from_crs(site.utm_epsg, 4326, always_xy=True)
-        for dx, dy in DEMO_PAIR_OFFSETS_M:
-            lon, lat = to_ll.transform((b.xmin + b.xmax) / 2 + dx, (b.ymin + b.ymax) / 2 + dy)
-            rid = f"ROI_{len(jobs) + 1:05d}"
-            roi = RoiFootprint.square(rid, lon, lat, recipe.lr.chip_side_m, site.utm_epsg)
-            paired = pair_scenes([roi], [scenes[p.lr_item_id]], [scenes[p.hr_item_id]], recipe)
-            jobs.append(FetchJob(rid, lon, lat, site.utm_epsg, paired.pairs[0]))
+    jobs = truth_pair_rows(demo_world, recipe, DEMO_PAIR_OFFSETS_M, clean_only=True, id_digits=5)
     out = tmp_path_factory.mktemp("demo-pairs") / "dataset"
     run_fetch(jobs, recipe, out)
     return out

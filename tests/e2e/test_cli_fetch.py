@@ -11,15 +11,11 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
-from pyproj import Transformer
 
 from harvest import __version__
-from harvest.catalog.profiles import load_profile, parse_item
 from harvest.config import config_hash, load_recipe
-from harvest.demo.stac import item_dicts_absolute
-from harvest.demo.truth import load_truth
-from harvest.pairing import RoiFootprint, pair_scenes
-from harvest.tables import PairRow, SearchMetadata, write_pairs
+from harvest.demo.pairs import truth_pair_rows
+from harvest.tables import SearchMetadata, write_pairs
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
 RECIPE = load_recipe("sen2naip")
@@ -33,24 +29,7 @@ def harvest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def write_demo_pairs(world: Path, path: Path, offsets_m: list[tuple[float, float]]) -> list[str]:
     """A pairs.parquet with one row per (sen2naip truth pair, offset in its chip-safe area)."""
-    truth = load_truth(world)
-    profile = load_profile("demo")
-    scenes = {
-        d["id"]: parse_item(d, profile)
-        for d in item_dicts_absolute(world)
-        if d["collection"] in ("sentinel-2-l2a", "naip")
-    }
-    rows = []
-    for p in truth.pairs_for("sen2naip"):
-        site = truth.site(p.site_id)
-        b = site.chip_safe_bounds
-        to_ll = Transformer.from_crs(site.utm_epsg, 4326, always_xy=True)
-        for dx, dy in offsets_m:
-            lon, lat = to_ll.transform((b.xmin + b.xmax) / 2 + dx, (b.ymin + b.ymax) / 2 + dy)
-            rid = f"ROI_{len(rows) + 1:06d}"
-            roi = RoiFootprint.square(rid, lon, lat, RECIPE.lr.chip_side_m, site.utm_epsg)
-            pair = pair_scenes([roi], [scenes[p.lr_item_id]], [scenes[p.hr_item_id]], RECIPE)
-            rows.append(PairRow(rid, lon, lat, site.utm_epsg, pair.pairs[0]))
+    rows = truth_pair_rows(world, RECIPE, offsets_m)
     meta = SearchMetadata(
         recipe=RECIPE.name,
         recipe_hash=config_hash(RECIPE),

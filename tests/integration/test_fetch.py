@@ -17,16 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from pyproj import Transformer
 
 from harvest.catalog.base import AssetMap, SceneRef
-from harvest.catalog.profiles import load_profile, parse_item
 from harvest.config import load_recipe
-from harvest.demo.stac import item_dicts_absolute
+from harvest.demo.pairs import truth_pair_rows
 from harvest.demo.truth import S2SceneTruth, load_truth
 from harvest.errors import AssetReadError, ReadError, StoreError
 from harvest.fetch import FetchJob, run_fetch, run_qa
-from harvest.pairing import RoiFootprint, pair_scenes
 from harvest.qa import QaThresholds, Reason, block_mean
 from harvest.read import RasterioReader, RetryPolicy, is_transient, with_retries
 from harvest.store import CROSS_SENSOR_DIR, REJECTED_DIR, assign_split, read_chip_folder
@@ -36,27 +33,8 @@ RECIPE = load_recipe("sen2naip")
 
 def demo_jobs(world: Path, offsets_m: tuple[tuple[float, float], ...] = ((0.0, 0.0),)) -> list:
     """One fetch job per (sen2naip truth pair, offset from the chip-safe centre)."""
-    truth = load_truth(world)
-    profile = load_profile("demo")
-    scenes = {
-        d["id"]: parse_item(d, profile)
-        for d in item_dicts_absolute(world)
-        if d["collection"] in ("sentinel-2-l2a", "naip")
-    }
-    jobs = []
-    for p in truth.pairs_for("sen2naip"):
-        site = truth.site(p.site_id)
-        b = site.chip_safe_bounds
-        to_ll = Transformer.from_crs(site.utm_epsg, 4326, always_xy=True)
-        for dx, dy in offsets_m:
-            lon, lat = to_ll.transform((b.xmin + b.xmax) / 2 + dx, (b.ymin + b.ymax) / 2 + dy)
-            rid = f"ROI_{len(jobs) + 1:05d}"
-            roi = RoiFootprint.square(rid, lon, lat, RECIPE.lr.chip_side_m, site.utm_epsg)
-            paired = pair_scenes(
-                [roi], [scenes[p.lr_item_id]], [scenes[p.hr_item_id]], RECIPE
-            ).pairs
-            assert len(paired) == 1, f"the demo pair of {p.site_id} must pair"
-            jobs.append(FetchJob(rid, lon, lat, site.utm_epsg, paired[0]))
+    rows = truth_pair_rows(world, RECIPE, offsets_m, id_digits=5)
+    jobs = [FetchJob(r.roi_id, r.lon_deg, r.lat_deg, r.utm_epsg, r.pair) for r in rows]
     return jobs
 
 
