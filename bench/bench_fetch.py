@@ -220,6 +220,7 @@ def main() -> None:
         # GDAL_CACHEMAX 0: no decoded-block cache, every chip decodes its tiles like the floor.
         h0, o0 = harvest_run(jobs, Path(tmp) / "nocache", 1, gdal_env_options(GDAL_CACHEMAX=0))
         h2, o2 = harvest_run(jobs, Path(tmp) / "two", 2)
+        split2 = split_from_status(Path(tmp) / "two")
     decode_ms, resample_ms = hr_split(jobs)
     odc_ms = odc_stac_chip(world, jobs, 10)
     load_after = os.getloadavg()
@@ -250,6 +251,11 @@ def main() -> None:
     )
     print(f"- QA: {split['seconds_qa']:.1f}")
     print(f"- write (3 COGs + metadata + status): {split['seconds_write']:.1f}")
+    print(
+        "Median per chip, ms, inside the 2 Dask workers: "
+        + ", ".join(f"{k.removeprefix('seconds_')} {v:.1f}" for k, v in split2.items())
+        + f" (sum {sum(split2.values()):.1f}; wall per chip per worker {2000 * steady / n:.1f})"
+    )
     for name, (ms, diff) in odc_ms.items():
         print(
             f"- reader choice, LR 4 bands + NAIP band 1: {name} {ms:.1f} ms (max diff {diff:.2g})"

@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -228,12 +230,10 @@ def chip_metadata(
     hr_saturation: float | None,
 ) -> dict[str, Any]:
     """The metadata.json of one chip: SEN2NAIP's Table 1 fields plus harvest's own."""
-    from pyproj import Transformer
-
     lr, hr = job.pair.lr, job.pair.hr
     left, bottom, right, top = grids.bounds
     cx, cy = (left + right) / 2.0, (bottom + top) / 2.0
-    lon, lat = Transformer.from_crs(grids.epsg, 4326, always_xy=True).transform(cx, cy)
+    lon, lat = _to_lonlat(grids.epsg).transform(cx, cy)
     ring = [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]
     s = qa.shift
     return {
@@ -408,10 +408,24 @@ def process_chip(
     return status
 
 
-def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
+def _to_lonlat(epsg: int) -> Any:
+    """A pyproj transformer from ``epsg`` to lon/lat, built once per CRS and thread.
+
+    Building one costs about 0.6 ms, twice per chip; one per thread because a worker of an
+    external cluster may run several chips at once in threads.
+    """
+    return _cached_to_lonlat(epsg, threading.get_ident())
+
+
+@lru_cache(maxsize=64)
+def _cached_to_lonlat(epsg: int, thread_id: int) -> Any:
     from pyproj import Transformer
 
-    tr = Transformer.from_crs(epsg, 4326, always_xy=True)
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
+def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
+    tr = _to_lonlat(epsg)
     dense = shapely.segmentize(box, (box.bounds[2] - box.bounds[0]) / 8.0)
     return shapely.transform(dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
