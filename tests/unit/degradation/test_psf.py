@@ -116,7 +116,7 @@ def _load_published_blur() -> object:
     """The published blur module, loaded from its file (it only needs torch and torchvision)."""
     spec = importlib.util.find_spec("opensr_degradation")
     if spec is None or spec.origin is None:
-        pytest.skip("opensr-degradation is not installed (optional reference)")
+        pytest.fail("opensr-degradation is not installed: pip install -e '.[test]'")
     path = Path(spec.origin).parent / "naipd" / "blur.py"
     mod_spec = importlib.util.spec_from_file_location("_published_naipd_blur", path)
     assert mod_spec is not None and mod_spec.loader is not None
