@@ -689,6 +689,7 @@ def test_cli_builds_a_world_end_to_end(tmp_path: Path) -> None:
 def test_bilinear_decimation_is_torch_interpolate_without_antialias() -> None:
     """Zero shift: the sampler equals F.interpolate(1/4, bilinear, align_corners=False)."""
     import torch
+
     rng = np.random.default_rng(0)
     hr = ndimage.gaussian_filter(rng.random((96, 96)), 1.5)
     ours = sensors.bilinear_sample(hr, (24, 24), 4, 2.5)
