@@ -61,6 +61,10 @@ def _root(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Retries are ours to report (in the one-line error if they run out); without -v the
+        # HTTP library's per-retry warnings are noise.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
