@@ -206,10 +206,6 @@ def main() -> None:
     n = len(jobs)
     reader = RasterioReader()
     reader.read(jobs[0].pair.lr.assets, RECIPE.lr.bands, jobs[0].grids(RECIPE).lr)  # warm
-    # Spectral QA imports torch (about 2 s) on first use; Dask workers import it before the
-    # timed run (harvest.fetch warms them), so the in-process run gets the same head start.
-    import degradation.harmonize.histogram  # noqa: F401
-
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         floor(jobs, 1)  # warm the page cache

@@ -568,7 +568,7 @@ def _run_tasks(
     else:
         client = Client(scheduler)
     try:
-        # Imports that the first QA would otherwise pay for inside a timed chip (torch, GDAL).
+        # Imports that the first chip would otherwise pay for inside its timings (GDAL, scipy).
         client.run(_warm_worker)
         remote = client.scatter(settings, broadcast=True)
         futures = {
@@ -613,7 +613,8 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 
 def _warm_worker() -> None:
-    import degradation.harmonize.histogram  # noqa: F401  (spectral QA's torch import)
+    import harvest.qa  # noqa: F401  (scipy, OpenCV)
+    import harvest.read  # noqa: F401  (rasterio, GDAL)
 
 
 def _finished(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> bool:

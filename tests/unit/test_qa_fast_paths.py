@@ -5,8 +5,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
+from skimage.exposure import match_histograms as skimage_match
 
-from harvest.qa import _constant_windows, _phase_peak, _upsampled_dft, blank_windows
+from harvest.qa import (
+    _combined_band,
+    _constant_windows,
+    _hann2d,
+    _match_band,
+    _phase_peak,
+    _upsampled_dft,
+    blank_windows,
+    phase_correlation,
+    spectral_angle_deg,
+    spectral_qa,
+)
 
 
 def _brute_constant(band: np.ndarray, k: int) -> np.ndarray:
@@ -59,3 +72,69 @@ def test_two_step_peak_equals_one_fine_search() -> None:
         i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
         want = (peak[0] + (i - c) / 100, peak[1] + (j - c) / 100)
         assert abs(got[0] - want[0]) < 1e-9 and abs(got[1] - want[1]) < 1e-9
+
+
+def test_constant_windows_without_a_constant_row_segment() -> None:
+    # Many equal horizontal pairs (past the count pre-filter) but no run of 18: no window.
+    band = np.tile(np.repeat(np.arange(10, dtype=np.float32), 10), (30, 1))[:, :60]
+    band[:, ::7] += 0.5
+    np.testing.assert_array_equal(_constant_windows(band, 19), _brute_constant(band, 19))
+
+
+def test_match_band_equals_skimage() -> None:
+    rng = np.random.default_rng(6)
+    for trial in range(8):
+        n = 121 * 121 if trial % 2 else 997
+        src = rng.normal(0.2, 0.05, n)
+        ref = rng.gamma(2.0, 0.05, n + 13 * trial)
+        if trial % 4 < 2:  # ties, as 8-bit NAIP / 10000-step reflectance have
+            src = np.round(src * 255) / 255
+            ref = np.round(ref * 1e4) / 1e4
+        got = _match_band(src, ref)
+        want = skimage_match(src, ref)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_spectral_qa_equals_skimage_matching_and_the_angle() -> None:
+    rng = np.random.default_rng(7)
+    lr = rng.random((4, 40, 41)).astype(np.float32)
+    hr = (0.5 * lr + 0.1 * rng.random((4, 40, 41))).astype(np.float32)
+    for valid in (None, rng.random((40, 41)) > 0.2):
+        ok = np.ones((40, 41), dtype=bool) if valid is None else valid
+        src = hr[:, ok].astype(np.float64)
+        ref = lr[:, ok].astype(np.float64)
+        matched = np.stack([skimage_match(s, r) for s, r in zip(src, ref, strict=True)])
+        want = spectral_angle_deg(ref[:, None, :], matched[:, None, :])
+        assert spectral_qa(lr, hr, valid) == want
+
+
+def _phase_reference(fa: np.ndarray, fb: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
+    """The estimate-and-undo rounds of phase_correlation without any reuse between rounds."""
+    hann = _hann2d(ok.shape)
+    dy = dx = 0.0
+    moved, moved_ok = fa, ok
+    for _ in range(8):
+        core = ndimage.binary_erosion(moved_ok & ok, iterations=2, border_value=1)
+        weight = hann * ndimage.gaussian_filter(core.astype(np.float64), 2.0)
+        sy, sx = _phase_peak(moved * weight, fb * weight, 100, 0.5)
+        dy, dx = dy + sy, dx + sx
+        if math.hypot(sy, sx) < 0.005:
+            break
+        moved = ndimage.shift(fa, (-dy, -dx), order=3, mode="nearest")
+        moved_ok = ndimage.shift(ok.astype(np.float64), (-dy, -dx), order=1, cval=0.0) > 0.999
+    return dy, dx
+
+
+def test_phase_rounds_reusing_the_hr_spectrum_equal_fresh_rounds() -> None:
+    rng = np.random.default_rng(8)
+    base = ndimage.gaussian_filter(rng.random((4, 90, 90)), (0, 1.5, 1.5))
+    for trial in range(4):
+        dy, dx = rng.uniform(-1.5, 1.5, 2)
+        hr = base[:, 10:80, 12:82]
+        lr = ndimage.shift(base, (0, dy, dx), order=3, mode="nearest")[:, 10:80, 12:82]
+        ok = np.ones((70, 70), dtype=bool)
+        if trial % 2:
+            ok[5:20, 30:45] = False  # a masked hole: the mask edge moves with the rounds
+        got = phase_correlation(lr, hr, ok)
+        want = _phase_reference(_combined_band(lr, ok, None), _combined_band(hr, ok, None), ok)
+        assert (got.dy_px, got.dx_px) == want
