@@ -34,7 +34,7 @@ from torch.nn import functional as F  # noqa: N812
 from degradation._tensor import to_batched
 from degradation.errors import DegradationError
 from degradation.harmonize.histogram import match_histograms
-from degradation.harmonize.vae import TrainingLog, init_parameters
+from degradation.harmonize.vae import TrainingLog, init_parameters, train_minibatches
 from degradation.resample import downsample
 
 PAD_MODES = ("constant", "reflect", "replicate")
@@ -254,19 +254,18 @@ def train_unet(
     gen = torch.Generator().manual_seed(seed)
     net = SmallUNet(x.shape[1], y.shape[1], width, depth)
     init_parameters(net, gen)
-    opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    losses: list[float] = []
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        total = 0.0
-        for start in range(0, x.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            loss = (net(x[idx]) - y[idx]).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-        losses.append(total / x.shape[0])
-    net.eval()
-    return net, TrainingLog(losses[0], losses[-1], tuple(losses))
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = (net(x[idx]) - y[idx]).abs().mean()
+        return loss, loss
+
+    log = train_minibatches(
+        net,
+        x.shape[0],
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        generator=gen,
+        step=step,
+    )
+    return net, log

@@ -272,6 +272,48 @@ class TrainingLog:
     losses: tuple[float, ...]
 
 
+def train_minibatches(
+    module: nn.Module,
+    n_items: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    generator: torch.Generator,
+    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> TrainingLog:
+    """Adam over seeded shuffled minibatches; the module is left in eval mode.
+
+    Args:
+        module: The network to train.
+        n_items: Training items; each epoch visits them in a ``generator``-drawn order.
+        epochs: Passes over the items.
+        batch_size: Items per step.
+        learning_rate: Adam's learning rate.
+        generator: The only source of randomness (order, and whatever ``step`` draws).
+        step: Maps a batch's item indices to (loss to minimise, loss to log).
+
+    Returns:
+        The per-epoch mean of the logged loss.
+    """
+    opt = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    losses: list[float] = []
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(n_items, generator=generator)
+        total = 0.0
+        for start in range(0, n_items, batch_size):
+            idx = order[start : start + batch_size]
+            loss, logged = step(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(logged.detach()) * idx.numel()
+        losses.append(total / n_items)
+    module.eval()
+    return TrainingLog(losses[0], losses[-1], tuple(losses))
+
+
 def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Re-initialise every Linear/Conv layer from ``generator`` (uniform +-1/sqrt(fan_in)).
 
@@ -334,26 +376,24 @@ def train_vae(
     gen = torch.Generator().manual_seed(seed)
     vae = HistogramVAE(x.shape[1], x.shape[2], hidden, latent)
     init_parameters(vae, gen)
-    opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
-    losses: list[float] = []
-    vae.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        total = 0.0
-        for start in range(0, x.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            pred, mu, log_var = vae(x[idx], gen)
-            target = y[idx]
-            # The histogram match only sees the normalised CDF: fit it, and the raw fractions.
-            cdf = (pred / pred.sum(dim=-1, keepdim=True).clamp_min(1e-8)).cumsum(dim=-1)
-            recon = (cdf - target.cumsum(dim=-1)).square().mean()
-            recon = recon + (pred - target).square().mean()
-            kl = -0.5 * (1 + log_var - mu.square() - log_var.exp()).sum(dim=1).mean()
-            loss = recon + kl_weight * kl
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(recon.detach()) * idx.numel()
-        losses.append(total / x.shape[0])
-    vae.eval()
-    return vae, TrainingLog(losses[0], losses[-1], tuple(losses))
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred, mu, log_var = vae(x[idx], gen)
+        target = y[idx]
+        # The histogram match only sees the normalised CDF: fit it, and the raw fractions.
+        cdf = (pred / pred.sum(dim=-1, keepdim=True).clamp_min(1e-8)).cumsum(dim=-1)
+        recon = (cdf - target.cumsum(dim=-1)).square().mean()
+        recon = recon + (pred - target).square().mean()
+        kl = -0.5 * (1 + log_var - mu.square() - log_var.exp()).sum(dim=1).mean()
+        return recon + kl_weight * kl, recon
+
+    log = train_minibatches(
+        vae,
+        x.shape[0],
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        generator=gen,
+        step=step,
+    )
+    return vae, log
