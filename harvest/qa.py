@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -536,11 +537,21 @@ def _upsampled_dft(
     out = data
     for axis, off in ((1, offsets[1]), (0, offsets[0])):
         n = data.shape[axis]
-        freqs = np.fft.ifftshift(np.arange(n) - n // 2)
-        samples = np.arange(size) - off
-        kernel = np.exp(2j * np.pi * np.outer(samples, freqs) / (n * factor))
-        out = kernel @ out if axis == 0 else out @ kernel.T
+        # exp(2 pi i (s - off) f / (n factor)) = base[s, f] * exp(-2 pi i off f / (n factor)):
+        # the base depends on the sizes only (cached); the offset is a phase per frequency.
+        base, freqs = _dft_base(size, n, factor)
+        phase = np.exp(-2j * np.pi * off * freqs / (n * factor))
+        out = base @ (phase[:, None] * out) if axis == 0 else (out * phase) @ base.T
     return out
+
+
+@lru_cache(maxsize=32)
+def _dft_base(size: int, n: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    freqs = np.fft.ifftshift(np.arange(n) - n // 2)
+    base = np.exp(2j * np.pi * np.outer(np.arange(size), freqs) / (n * factor))
+    base.setflags(write=False)
+    freqs.setflags(write=False)
+    return base, freqs
 
 
 def _phase_peak(

@@ -4,7 +4,8 @@ A read asks for some bands of one scene on exactly one :class:`~harvest.grid.Chi
 rasterio reader warps each source file onto that grid with a ``WarpedVRT`` (so any source CRS,
 pixel size or alignment lands on the chip's pixels):
 
-* the LR source (Sentinel-2 10 m) sits on the chip grid already: ``nearest`` is an identity read;
+* the LR source (Sentinel-2 10 m) sits on the chip grid already: ``nearest`` is a plain window read
+  (20 m bands repeated 2 x 2), with the ``WarpedVRT`` only for grids that do not nest;
 * the HR source (NAIP 1 m or 0.6 m) goes to 2.5 m with an exact area average (each output pixel
   weighs the fractional source pixels it covers): separable overlap weights when the source is
   north-up in the chip's CRS and covers the chip (periodic taps applied as strided slices for
@@ -281,12 +282,19 @@ class RasterioReader:
         sign: Href signer applied right before opening (None: hrefs used as they are).
         retry: Backoff policy for transient errors.
         env_options: GDAL settings (default :func:`gdal_env_options`).
-        threads: Files of one scene read in parallel (GDAL releases the GIL while reading).
+        threads: Files of one scene read in parallel when they are remote (GDAL releases the
+            GIL while it waits on the network). Local files are read one after another: a
+            121 px window decodes in about 0.1 ms, less than a hand-off to a pool thread
+            (4 threads made the LR read of a local chip 3x slower).
         cache_size: Open datasets kept per thread; chips of one scene reuse them.
         fast_average: Area-average with separable weights when the source is north-up in
             the chip's CRS and covers the chip (same values as GDAL's ``average`` to float32
             rounding, 8 ms instead of about 95 ms for a 1 m NAIP chip); otherwise, and when
             False, a ``WarpedVRT`` does it.
+        fast_nearest: Read ``nearest`` as a plain window when the chip's pixels nest in the
+            source's (same CRS, north-up, source pixel an integer number of chip pixels on
+            the same edges, chip inside): the same values as the ``WarpedVRT`` (tested),
+            0.3 ms instead of 1.8 ms for the four 10 m bands of an LR chip.
     """
 
     sign: Signer | None = None
@@ -295,6 +303,7 @@ class RasterioReader:
     threads: int = 4
     cache_size: int = 32
     fast_average: bool = True
+    fast_nearest: bool = True
 
     def __post_init__(self) -> None:
         self._cache = _DatasetCache(self.cache_size)
@@ -309,6 +318,7 @@ class RasterioReader:
             "threads": self.threads,
             "cache_size": self.cache_size,
             "fast_average": self.fast_average,
+            "fast_nearest": self.fast_nearest,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -339,10 +349,13 @@ class RasterioReader:
             ds = self._cache.get(href, self._open)
             try:
                 nodata = src_nodata if src_nodata is not None else ds.nodata
+                fast = None
                 if resampling == "average" and self.fast_average:
                     fast = _area_average_aligned(ds, indexes, grid, nodata)
-                    if fast is not None:
-                        return fast
+                elif resampling == "nearest" and self.fast_nearest:
+                    fast = _nearest_aligned(ds, indexes, grid, nodata)
+                if fast is not None:
+                    return fast
                 with WarpedVRT(
                     ds,
                     crs=CRS.from_epsg(grid.epsg),
@@ -397,7 +410,10 @@ class RasterioReader:
             return self._warp(href, indexes, grid, resampling, nodata)
 
         keys = list(files)
-        arrays = self._map(read_file, keys)
+        if any(is_remote(href) for href, _ in keys):
+            arrays = self._map(read_file, keys)
+        else:
+            arrays = [read_file(key) for key in keys]
         data = np.empty((len(refs), grid.height, grid.width), dtype=np.float32)
         for key, arr in zip(keys, arrays, strict=True):
             for j, i in enumerate(files[key]):
@@ -551,18 +567,35 @@ def _apply_axis(
         count = len(range(r, plan.n_out, plan.period_out))
         if count == 0:
             continue
-        acc: npt.NDArray[Any] | None = None
+        dst = along(out, r, plan.period_out, count)
+        # Slices that share a tap are summed first and multiplied once, straight into the
+        # output (2 x (a + b) + c for the 1 m -> 2.5 m taps 2, 2, 1: three passes, no
+        # temporaries).
+        by_tap: dict[Any, list[npt.NDArray[Any]]] = {}
         for k, tap in enumerate(taps[r].tolist()):
-            if tap == 0:
-                continue
-            src = along(x, plan.first[r] + k, plan.period_src, count)
-            if acc is None:
-                acc = np.multiply(src, dtype.type(tap), dtype=dtype)
-            elif tap == 1:
-                acc += src
-            else:
-                acc += np.multiply(src, dtype.type(tap), dtype=dtype)
-        along(out, r, plan.period_out, count)[...] = 0 if acc is None else acc
+            if tap != 0:
+                by_tap.setdefault(tap, []).append(
+                    along(x, plan.first[r] + k, plan.period_src, count)
+                )
+        if not by_tap:
+            dst[...] = 0
+            continue
+        groups = sorted(by_tap.items(), key=lambda kv: (kv[0] == 1, -len(kv[1])))
+        tap, srcs = groups[0]
+        if len(srcs) > 1:
+            np.add(srcs[0], srcs[1], out=dst, dtype=dtype)
+        else:
+            np.copyto(dst, srcs[0], casting="unsafe")
+        for src in srcs[2:]:
+            np.add(dst, src, out=dst)
+        if tap != 1:
+            np.multiply(dst, dtype.type(tap), out=dst)
+        for tap, srcs in groups[1:]:
+            for src in srcs:
+                if tap == 1:
+                    np.add(dst, src, out=dst, dtype=dtype, casting="unsafe")
+                else:
+                    dst += np.multiply(src, dtype.type(tap), dtype=dtype)
     return out
 
 
@@ -580,6 +613,70 @@ def _integer_sum_dtype(dtype: np.dtype[Any], *plans: _AxisPlan) -> Any:
     return None
 
 
+def is_remote(href: str) -> bool:
+    """Whether GDAL reaches ``href`` over a network (URL or ``/vsi*`` network file system)."""
+    h = href.lower()
+    if h.startswith("file://"):
+        return False
+    return "://" in h or (h.startswith("/vsi") and not h.startswith("/vsimem/"))
+
+
+def _simple_mask(ds: Any, nodata: float | None) -> bool:
+    """Whether validity is the nodata value alone (no mask band, alpha or per-dataset mask).
+
+    The fast paths decide validity from ``nodata``; a source with a mask band goes through
+    the ``WarpedVRT``, which honours it.
+    """
+    if nodata is not None:
+        return True
+    from rasterio.enums import MaskFlags
+
+    return all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+
+
+def _nearest_aligned(
+    ds: Any, indexes: list[int], grid: ChipGrid, nodata: float | None
+) -> npt.NDArray[np.float32] | None:
+    """Nearest-neighbour values on ``grid`` by a plain windowed read, when that is exact.
+
+    Exact when the source is north-up in the chip's CRS, its pixel is ``k`` chip pixels wide
+    and tall (``k`` a positive integer: the 10 m bands on a 10 m chip, 20 m SCL on it), chip
+    pixel edges lie on the source's ``1/k`` sub-grid and the chip lies inside the source: every
+    chip pixel centre then falls strictly inside one source pixel, the one GDAL's nearest
+    picks. Returns None otherwise (the caller warps).
+    """
+    t, g = ds.transform, grid.transform
+    if ds.crs is None or ds.crs.to_epsg() != grid.epsg:
+        return None
+    if t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0 or t.a <= 0 or t.e >= 0 or g.e >= 0:
+        return None
+    if not _simple_mask(ds, nodata):
+        return None
+    kx, ky = t.a / g.a, t.e / g.e
+    k = round(kx)
+    if k < 1 or abs(kx - k) > 1e-9 * k or abs(ky - k) > 1e-9 * k:
+        return None
+    # The chip's first pixel, counted in chip pixels from the source's corner.
+    ox, oy = (g.c - t.c) / g.a, (g.f - t.f) / g.e
+    ix, iy = round(ox), round(oy)
+    if abs(ox - ix) > 1e-6 or abs(oy - iy) > 1e-6:
+        return None
+    c0, r0 = ix // k, iy // k
+    c1, r1 = (ix + grid.width - 1) // k + 1, (iy + grid.height - 1) // k + 1
+    if c0 < 0 or r0 < 0 or c1 > ds.width or r1 > ds.height:
+        return None
+    raw = ds.read(indexes, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+    if k > 1:
+        sx, sy = ix - c0 * k, iy - r0 * k
+        raw = raw.repeat(k, axis=1).repeat(k, axis=2)[
+            :, sy : sy + grid.height, sx : sx + grid.width
+        ]
+    out = raw.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        out[raw == nodata] = np.nan
+    return out
+
+
 def _area_average_aligned(
     ds: Any, indexes: list[int], grid: ChipGrid, nodata: float | None
 ) -> npt.NDArray[np.float32] | None:
@@ -589,6 +686,8 @@ def _area_average_aligned(
     otherwise reads the covering window (:func:`aligned_window`) and averages it
     (:func:`area_average_raw`).
     """
+    if not _simple_mask(ds, nodata):
+        return None
     found = aligned_window(ds, grid)
     if found is None:
         return None

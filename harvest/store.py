@@ -318,6 +318,15 @@ def write_status(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> None:
     atomic_write_json(out_dir / STATUS_DIR / f"{roi_id}.json", status, durable=False)
 
 
+def load_status(out_dir: Path, roi_id: str) -> dict[str, Any] | None:
+    """One chip's recorded status, or None when there is none (or it is unreadable)."""
+    try:
+        loaded = json.loads((out_dir / STATUS_DIR / f"{roi_id}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
 def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Every recorded chip status, by roi_id (unreadable files are ignored: redone)."""
     out: dict[str, dict[str, Any]] = {}
@@ -382,6 +391,7 @@ MANIFEST_COLUMNS = (
     "naip_id",
     "epsg",
     "folder",
+    "finished_at",
 )
 
 
