@@ -197,9 +197,11 @@ def main() -> None:
     w = args.threads
     dn = np.round(hr * 10000).astype(np.uint16).astype(np.float32) / np.float32(10000)
     codes = np.clip(hr * 400, 0, 255).astype(np.uint8)  # 8-bit NAIP-like digital numbers
+    naip = codes.astype(np.float32) / np.float32(255)  # NAIP reflectance as float32 (DN / 255)
     for op, src, impl in (
         ("histogram matching (float)", hr, "degradation match_histograms (sort)"),
         ("histogram matching (float DN / 10000)", dn, "degradation match_histograms (table)"),
+        ("histogram matching (float DN / 255)", naip, "degradation match_histograms (table)"),
         ("histogram matching (uint8 source)", codes, "degradation match_histograms (table)"),
     ):
         as_float = src.astype(np.float32)

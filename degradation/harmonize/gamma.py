@@ -72,7 +72,15 @@ def apply_gamma(
     # the smallest normal float keeps log finite (and gradients defined) where x <= 0, and
     # tiny ** e is below 1e-12 for every e >= 0.3 (gamma <= 3.3).
     tiny = torch.finfo(t.dtype).tiny
-    return restore(torch.exp(torch.log(t.clamp(min=tiny)) * exponent))
+    if torch.is_grad_enabled() and t.requires_grad:
+        return restore(torch.exp(torch.log(t.clamp(min=tiny)) * exponent))
+    # Without a graph, one buffer worked in place: three fresh 4 x 1100 x 1100 buffers cost
+    # more in page faults than the arithmetic (8.3 -> 2.3 ms per image, same values).
+    y = t.clamp(min=tiny)
+    y.log_()
+    y.mul_(exponent)
+    y.exp_()
+    return restore(y)
 
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]

@@ -5,20 +5,26 @@ quantile ``q(v) = #{source <= v} / n`` and becomes ``interp(q(v), q_ref, ref_val
 ``q_ref`` is the same empirical CDF of the reference evaluated at its distinct values. Ties in the
 source therefore map to one value.
 
-Speed (every path gives exactly scikit-image's result; bands and batch items run in threads):
+Speed (every path gives exactly scikit-image's result; bands and batch items run in threads, and
+the per-pixel loops are compiled with numba and run without the GIL, so the threads run in
+parallel):
 
-- Integer codes (uint8 / uint16, e.g. 8-bit NAIP before scaling): one ``bincount`` gives the
+- Integer codes (uint8 / uint16, e.g. 8-bit NAIP before scaling): one counting pass gives the
   exact CDF of every code and the output is one table lookup per pixel (float32 out).
-- Float bands with few distinct values (reflectance stored as integer DN / 10000 or DN / 255):
-  a sample proposes the values, a monotone map ``int((v - offset) * scale)`` gives each its own
-  bucket, every pixel is checked to hold exactly its bucket's value (values the sample missed
-  get empty buckets of their own), and the integer-code path runs on the buckets. Anything that
-  does not fit (too many values, two values in one bucket) falls back to sorting.
+- Float bands with few distinct values (reflectance stored as integer DN / 255 or DN / 10000,
+  area averages of 8-bit data): a sample proposes the values, a monotone map
+  ``int((v - offset) * scale)`` gives each its own bucket, one pass counts the pixels per bucket
+  and checks that every pixel holds exactly its bucket's value (values the sample missed get
+  empty buckets of their own), one pass looks the output up. Anything that does not fit (too
+  many values, two values in one bucket) falls back to sorting.
 - Any other float band: one sort per band of float64 keys that carry the value in their high
   bits and the pixel index in the low 29 bits (a float32 widened to float64 leaves those bits
   zero), so a single SIMD value sort yields both the order and the permutation (numpy's
-  ``argsort`` is several times slower); then ``np.interp`` and one scatter. The sort (about
-  8 ms per 1100 x 1100 band) bounds this path.
+  ``argsort`` is several times slower); then one compiled pass walks the sorted keys: groups of
+  ties, their quantiles, the interpolation into the reference (a forward walk, the quantiles
+  increase) and the scatter to the pixels. The sort (about 8 ms per 1100 x 1100 band) bounds
+  this path. (Matching to a histogram, :func:`match_to_histogram`, uses numpy for the part
+  after the sort.)
 
 Works on numpy arrays and torch tensors (computed on CPU, returned on the input's device; not
 differentiable). NaN or infinite values raise :class:`DegradationError`.
@@ -37,6 +43,7 @@ import torch
 
 from degradation._tensor import to_batched
 from degradation.errors import DegradationError
+from degradation.harmonize import _histogram_kernels as _k
 
 InverseCdf = Callable[[np.ndarray], np.ndarray]
 N_BINS = 120
@@ -47,7 +54,6 @@ _INDEX_MASK = np.uint64((1 << _INDEX_BITS) - 1)
 _SAMPLE = 1 << 16
 _MAX_SAMPLE_DISTINCT_FRACTION = 0.5
 _MAX_BUCKETS = 1 << 21
-_CHUNK = 1 << 16  # pixels per step of the few-values path (fits in L2 cache)
 _SORT_CHUNK = 1 << 16  # sorted keys per step of the sort path
 # Bucket width is the smallest gap between distinct values divided by this: adjacent values are
 # at least this many buckets apart, so values the sample missed still fall in buckets of their own
@@ -100,6 +106,13 @@ def _match_sorted(flat: np.ndarray, inverse_cdf: InverseCdf, out: np.ndarray) ->
     np.bitwise_or(keys, _pixel_indices(n), out=keys)
     # Distinct float32 values differ above bit 29, so the index bits never reorder them.
     keys.view(np.float64).sort()
+    if isinstance(inverse_cdf, _InterpCdf):
+        # One compiled pass: groups, quantiles, interpolation (a forward walk instead of a
+        # binary search per group) and the scatter.
+        _k.interp_sorted_keys(
+            keys, _INDEX_BITS, inverse_cdf.quantiles, inverse_cdf.values, out_flat
+        )
+        return
     shift = np.uint64(_INDEX_BITS)
     start, size = 0, _SORT_CHUNK
     while start < n:
@@ -204,22 +217,16 @@ def _match_few_values(
     n_buckets = int(own[-1]) + 1  # lo and hi are in distinct and the map is monotone
     table = np.full(n_buckets, np.nan, dtype=flat.dtype)
     table[own] = distinct
-    counts = np.zeros(n_buckets, dtype=np.intp)
-    missing: list[np.ndarray] = []
-    n_missing = 0
-    step = max(_CHUNK, 16 * n_buckets)  # each chunk's bincount fills n_buckets counters
-    for start in range(0, n, step):
-        x = flat[start : start + step]
-        codes = _bucketize(x, offset, scale)
-        miss = np.take(table, codes, mode="clip") != x  # codes are in range; clip is faster
-        if miss.any():
-            missing.append(x[miss])
-            n_missing += missing[-1].size
-            if n_missing > n // 8:
-                return False
-        counts += np.bincount(codes, minlength=n_buckets)
-    if missing:
-        extra = np.unique(np.concatenate(missing))
+    lanes = np.zeros((_k.LANES, n_buckets), dtype=np.intp)
+    use_offset = offset is not None
+    off = flat.dtype.type(0 if offset is None else offset)
+    missing = np.empty(n // 8, dtype=flat.dtype)
+    n_missing = _k.bucket_counts(flat, off, scale, use_offset, table, lanes, missing)
+    if n_missing < 0:
+        return False
+    counts = lanes.sum(axis=0)
+    if n_missing:
+        extra = np.unique(missing[:n_missing])
         extra_codes = _bucketize(extra, offset, scale)
         # Each added value needs a bucket of its own that no sampled value holds.
         if not np.isnan(table[extra_codes]).all() or np.unique(extra_codes).size != extra.size:
@@ -228,10 +235,7 @@ def _match_few_values(
     # Every pixel of bucket k has quantile #{pixels in buckets <= k} / n, as in the sort path.
     lut = np.zeros(n_buckets, dtype=out.dtype)
     lut[own] = inverse_cdf(np.cumsum(counts)[own] / n)
-    out_flat = out.reshape(-1)
-    for start in range(0, n, _CHUNK):
-        codes = _bucketize(flat[start : start + _CHUNK], offset, scale)
-        np.take(lut, codes, out=out_flat[start : start + _CHUNK], mode="clip")
+    _k.gather_buckets(flat, off, scale, use_offset, lut, out.reshape(-1))
     return True
 
 
@@ -252,24 +256,28 @@ def _match_codes(codes: np.ndarray, inverse_cdf: InverseCdf, out: np.ndarray) ->
     """Lookup-table version of :func:`_match_band` for unsigned integer codes."""
     flat = codes.reshape(-1)
     n_codes = int(flat.max()) + 1 if flat.size else 1
-    counts = np.zeros(n_codes, dtype=np.intp)
-    # In cache-sized chunks: bincount and take widen the codes to intp first.
-    step = max(_CHUNK, 16 * n_codes)  # each chunk's bincount fills n_codes counters
-    for start in range(0, flat.size, step):
-        counts += np.bincount(flat[start : start + step], minlength=n_codes)
+    lanes = np.zeros((_k.LANES, n_codes), dtype=np.intp)
+    _k.count_codes(flat, lanes)
+    counts = lanes.sum(axis=0)
     # Every pixel of code k has quantile #{codes <= k} / n, exactly as in the sorted path.
     lut = inverse_cdf(np.cumsum(counts) / flat.size).astype(out.dtype)
-    out_flat = out.reshape(-1)
-    for start in range(0, flat.size, _CHUNK):
-        np.take(
-            lut, flat[start : start + _CHUNK], out=out_flat[start : start + _CHUNK], mode="clip"
-        )
+    _k.gather_codes(flat, lut, out.reshape(-1))
 
 
-def _reference_inverse_cdf(ref: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+class _InterpCdf:
+    """``q -> np.interp(q, quantiles, values)``: the reference's inverse empirical CDF."""
+
+    def __init__(self, quantiles: np.ndarray, values: np.ndarray) -> None:
+        self.quantiles = quantiles
+        self.values = values.astype(np.float64)  # np.interp works in float64
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        return np.interp(q, self.quantiles, self.values)
+
+
+def _reference_inverse_cdf(ref: np.ndarray) -> _InterpCdf:
     values, counts = np.unique(ref.reshape(-1), return_counts=True)
-    quantiles = np.cumsum(counts) / ref.size
-    return lambda q: np.interp(q, quantiles, values)
+    return _InterpCdf(np.cumsum(counts) / ref.size, values)
 
 
 def _histogram_inverse_cdf(q: np.ndarray, cdf: np.ndarray, edges: np.ndarray) -> np.ndarray:

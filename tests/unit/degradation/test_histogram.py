@@ -209,3 +209,52 @@ def test_non_finite_source_values_are_rejected_on_every_path(bad: float) -> None
         src[2, 5, 5] = bad
         with pytest.raises(DegradationError, match="NaN or infinite"):
             match_histograms(src, ref)
+
+
+def test_table_path_gives_up_when_the_sample_missed_most_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A band whose sampled pixels hold few values and the rest many others: sorted, exact."""
+    src, ref = _pair(14)
+    band = src[0].reshape(-1)
+    step = max(1, band.size // 1024)
+    monkeypatch.setattr(histogram, "_SAMPLE", 1024)
+    grid = np.round(band * 50) / 50
+    band[:] = band + np.float32(1e-4)  # off the grid: never in a sampled bucket's value
+    band[::step] = grid[::step]  # every sampled pixel on the 1/50 grid
+    calls: list[int] = []
+    real_sort = histogram._match_sorted
+
+    def spy(flat: np.ndarray, *args: object) -> None:
+        calls.append(flat.size)
+        real_sort(flat, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(histogram, "_match_sorted", spy)
+    out = match_histograms(src[:1], ref[:1], workers=1)
+    assert calls == [band.size]
+    np.testing.assert_array_equal(out, skimage_match(src[:1], ref[:1], channel_axis=0))
+
+
+def test_sorted_path_hits_reference_quantiles_exactly() -> None:
+    """Source quantiles equal to reference quantiles (the interpolation's exact-hit branch),
+    below the first and at the last: the compiled walk equals np.interp and scikit-image."""
+    rng = np.random.default_rng(15)
+    ref = rng.random((2, 40, 50)).astype(np.float32)
+    src = ref.copy()
+    src[1] = np.repeat(rng.random((2, 50)).astype(np.float32), 20, axis=0)  # 20-fold ties
+    out = match_histograms(src, ref)
+    np.testing.assert_array_equal(out, skimage_match(src, ref, channel_axis=0))
+    np.testing.assert_array_equal(out[0], ref[0])  # matched to itself: unchanged
+
+
+def test_match_to_histogram_sort_path_does_not_depend_on_chunking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src, _ = _pair(16)
+    src = src.copy()
+    src[0, :30] = 0.25  # a tie group longer than the small chunks below
+    hist = np.random.default_rng(16).random((4, 120))
+    monkeypatch.setattr(histogram, "_match_few_values", lambda *_: False)
+    whole = match_to_histogram(src, hist)
+    monkeypatch.setattr(histogram, "_SORT_CHUNK", 64)
+    np.testing.assert_array_equal(match_to_histogram(src, hist), whole)
