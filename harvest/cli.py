@@ -305,9 +305,26 @@ def fetch(
     max_cloud_pct: _QaCloud = 0.0,
     max_nodata_pct: _QaNodata = 0.0,
     shift_method: _QaMethod = "phase",
+    ee_project: Annotated[
+        str | None,
+        typer.Option(
+            help="Earth Engine project for ee:// reads (default: $EE_PROJECT, "
+            "$GOOGLE_CLOUD_PROJECT)."
+        ),
+    ] = None,
+    ee_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Earth Engine endpoint for ee:// reads, e.g. "
+            "https://earthengine-highvolume.googleapis.com (default: the standard one)."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Read, quality-check and write LR/HR chips (SEN2NAIP layout); resumes an existing folder."""
+    import os
+
+    from harvest.catalog.earthengine import default_project
     from harvest.config import load_recipe
     from harvest.errors import InputFileError
     from harvest.fetch import qa_thresholds, run_fetch
@@ -338,6 +355,8 @@ def fetch(
         progress=progress,
         sign=sign,
         split_seed=split_seed,
+        ee_project=ee_project or default_project(os.environ),
+        ee_url=ee_url,
     )
     typer.echo(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed "

@@ -178,6 +178,10 @@ class FetchSettings:
         env_options: GDAL settings for the reads (set inside every worker).
         sign: Href signer applied right before reading.
         config_hash: Hash of the recipe, recorded in every metadata.json.
+        ee_project: Google Cloud project billed for Earth Engine reads (``ee://`` assets);
+            None: the project of the credentials each worker finds.
+        ee_url: Earth Engine endpoint for those reads (e.g. the high-volume one); None: the
+            default.
     """
 
     recipe: Recipe
@@ -187,6 +191,8 @@ class FetchSettings:
     env_options: Mapping[str, Any] = field(default_factory=gdal_env_options)
     sign: Signer | None = None
     config_hash: str = ""
+    ee_project: str | None = None
+    ee_url: str | None = None
 
 
 # One reader per worker process, so open datasets survive from one chip to the next.
@@ -202,12 +208,22 @@ def _worker_reader(settings: FetchSettings) -> RasterioReader:
     return reader
 
 
-def _reader_for(assets: Mapping[str, AssetRef], default: Reader, given: Reader | None) -> Reader:
-    """The reader of one scene: Earth Engine's for ``ee://`` assets (unless one was given)."""
-    if given is None and any(ref.href.startswith("ee://") for ref in assets.values()):
-        from harvest.catalog.earthengine import default_reader
+def _reader_for(
+    assets: Mapping[str, AssetRef],
+    default: Reader,
+    given: Reader | None,
+    settings: FetchSettings | None = None,
+) -> Reader:
+    """The reader of one scene: Earth Engine's for ``ee://`` assets, unless one was given.
 
-        return default_reader()
+    The Earth Engine reader is this process's for the settings' project and endpoint.
+    """
+    if given is None and any(ref.href.startswith("ee://") for ref in assets.values()):
+        from harvest.catalog.earthengine import shared_reader
+
+        if settings is None:
+            return shared_reader()
+        return shared_reader(settings.ee_project, settings.ee_url)
     return default
 
 
@@ -351,12 +367,12 @@ def process_chip(
         t0 = time.perf_counter()
         lr_assets = job.pair.lr.assets
         hr_assets = job.pair.hr.assets
-        lr_rdr = _reader_for(lr_assets, rdr, reader)
+        lr_rdr = _reader_for(lr_assets, rdr, reader, settings)
         lr = lr_rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
         scl_ref = lr_assets.get(SCL_BAND)
         scl_raw = lr_rdr.read_raw(scl_ref, grids.lr) if scl_ref is not None else None
         t1 = time.perf_counter()
-        hr = _reader_for(hr_assets, rdr, reader).read(
+        hr = _reader_for(hr_assets, rdr, reader, settings).read(
             hr_assets, recipe.hr.bands, grids.hr, "average"
         )
         t2 = time.perf_counter()
@@ -768,6 +784,8 @@ def run_fetch(
     split_seed: int = 0,
     env_options: Mapping[str, Any] | None = None,
     reader: Reader | None = None,
+    ee_project: str | None = None,
+    ee_url: str | None = None,
 ) -> FetchSummary:
     """Fetch, check and write every chip of a pairs table; resumable (module docstring).
 
@@ -785,6 +803,9 @@ def run_fetch(
         split_seed: Seed of the train/test block assignment.
         env_options: GDAL settings (default :func:`harvest.read.gdal_env_options`).
         reader: A reader to use in this process (tests); workers build their own.
+        ee_project: Google Cloud project for Earth Engine reads (``ee://`` assets); None: the
+            project of the credentials (the CLI passes ``$EE_PROJECT``).
+        ee_url: Earth Engine endpoint for those reads; None: the default.
 
     Returns:
         A :class:`FetchSummary`.
@@ -823,6 +844,8 @@ def run_fetch(
         env_options=dict(env_options) if env_options is not None else gdal_env_options(),
         sign=sign,
         config_hash=chash,
+        ee_project=ee_project,
+        ee_url=ee_url,
     )
     bar = _Progress(progress, len(pending), "fetch")
     try:

@@ -1283,14 +1283,25 @@ def is_earth_engine_asset(ref: AssetRef) -> bool:
     return ref.href.startswith(EE_HREF_SCHEME)
 
 
-_DEFAULT_READER: EarthEngineReader | None = None
-_DEFAULT_READER_LOCK = threading.Lock()
+_SHARED_READERS: dict[tuple[str | None, str | None], EarthEngineReader] = {}
+_SHARED_READERS_LOCK = threading.Lock()
+
+
+def shared_reader(project: str | None = None, opt_url: str | None = None) -> EarthEngineReader:
+    """This process's :class:`EarthEngineReader` for a project and endpoint (fetch workers).
+
+    One per (project, endpoint) and process, so the chips of a worker share its request pool
+    and concurrency bound. ``None``: the project this process initialised Earth Engine with,
+    else that of the application default credentials; the default endpoint.
+    """
+    key = (project, opt_url)
+    with _SHARED_READERS_LOCK:
+        reader = _SHARED_READERS.get(key)
+        if reader is None:
+            reader = _SHARED_READERS[key] = EarthEngineReader(project=project, opt_url=opt_url)
+        return reader
 
 
 def default_reader() -> EarthEngineReader:
-    """This process's shared :class:`EarthEngineReader` with default settings (fetch workers)."""
-    global _DEFAULT_READER
-    with _DEFAULT_READER_LOCK:
-        if _DEFAULT_READER is None:
-            _DEFAULT_READER = EarthEngineReader()
-        return _DEFAULT_READER
+    """:func:`shared_reader` with the default project and endpoint."""
+    return shared_reader()

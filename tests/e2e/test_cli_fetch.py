@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
+import pytest
 
 from harvest import __version__
 from harvest.config import config_hash, load_recipe
@@ -115,3 +116,33 @@ def test_killed_fetch_resumes_without_loss_or_duplicates(demo_world: Path, tmp_p
             "metadata.json",
         ]
     assert _temporaries(ds) == []
+
+
+def test_fetch_passes_the_earth_engine_project_and_endpoint(
+    demo_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ee-project (default $EE_PROJECT) and --ee-url reach the fetch stage's settings."""
+    from typer.testing import CliRunner
+
+    import harvest.fetch
+    from harvest.cli import app
+
+    write_demo_pairs(demo_world, tmp_path / "pairs.parquet", [(0.0, 0.0)])
+    seen: list[dict[str, object]] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs)
+        return harvest.fetch.FetchSummary(
+            out_dir=tmp_path / "ds", manifest=tmp_path / "m.parquet", n_total=0,
+            n_done_before=0, n_kept=0, n_rejected=0, n_failed=0, seconds=0.0, chips_per_s=0.0,
+        )  # fmt: skip
+
+    monkeypatch.setattr(harvest.fetch, "run_fetch", spy)
+    monkeypatch.setenv("EE_PROJECT", "from-env")
+    base = ["fetch", str(tmp_path / "pairs.parquet"), "--recipe", "sen2naip", "-o", "ds"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--no-progress"]).exit_code == 0
+    url = "https://earthengine-highvolume.googleapis.com"
+    flags = ["--ee-project", "given", "--ee-url", url, "--no-progress"]
+    assert runner.invoke(app, [*base, *flags]).exit_code == 0
+    assert [(s["ee_project"], s["ee_url"]) for s in seen] == [("from-env", None), ("given", url)]

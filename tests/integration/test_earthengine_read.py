@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,7 +29,7 @@ import shapely
 from affine import Affine
 from ee_server import EEServer, FakeImage, graph_invocations, smooth_field
 
-from harvest.catalog.base import AssetMap, AssetRef
+from harvest.catalog.base import AssetMap, AssetRef, SceneRef
 from harvest.catalog.earthengine import (
     EE_MAX_PIXELS_REQUEST_BYTES,
     EE_MAX_PIXELS_SIDE,
@@ -38,9 +40,11 @@ from harvest.catalog.earthengine import (
     plan_pixel_tiles,
     reset_earth_engine,
 )
+from harvest.config import load_recipe
 from harvest.errors import AssetReadError, CatalogError, ReadError
-from harvest.fetch import _reader_for
+from harvest.fetch import FetchJob, FetchSettings, _reader_for, run_fetch
 from harvest.grid import ChipGrid
+from harvest.pairing import RoiFootprint, pair_scenes
 from harvest.read import RasterioReader
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
@@ -50,6 +54,7 @@ NAIP_INDEX = "m_3711901_ne_11_060_20210605"
 S2_ID, NAIP_ID = f"{S2}/{S2_INDEX}", f"{NAIP}/{NAIP_INDEX}"
 S2_SCALE, S2_OFFSET = 1e-4, -0.1  # baseline >= 04.00: reflectance = DN / 10000 - 0.1
 NAIP_SCALE = 1.0 / 255.0
+RECIPE = load_recipe("sen2naip")
 
 LR_GRID = ChipGrid(32610, Affine(10.0, 0.0, 600_000.0, 0.0, -10.0, 4_100_000.0), 121, 121, 10.0)
 HR_GRID = ChipGrid(26911, Affine(2.5, 0.0, 300_000.0, 0.0, -2.5, 4_200_000.0), 484, 484, 2.5)
@@ -357,10 +362,46 @@ def test_settings_are_checked() -> None:
         EarthEngineReader(max_request_bytes=EE_MAX_PIXELS_REQUEST_BYTES + 1)
 
 
-def test_fetch_picks_the_earth_engine_reader_for_ee_hrefs() -> None:
+def test_fetch_picks_the_earth_engine_reader_for_ee_hrefs(tmp_path: Path) -> None:
     default = RasterioReader()
     assert isinstance(_reader_for(s2_assets("B4"), default, None), EarthEngineReader)
     cog = AssetMap({"B4": AssetRef("/data/B04.tif")})
     assert _reader_for(cog, default, None) is default
     given = RasterioReader()
     assert _reader_for(s2_assets("B4"), given, given) is given
+    # One reader per process for each project and endpoint the settings name.
+    settings = FetchSettings(RECIPE, tmp_path, ee_project="p1", ee_url="http://127.0.0.1:9")
+    ee_reader = _reader_for(s2_assets("B4"), default, None, settings)
+    assert isinstance(ee_reader, EarthEngineReader)
+    assert (ee_reader.project, ee_reader.opt_url) == ("p1", "http://127.0.0.1:9")
+    assert _reader_for(NAIP_ASSETS, default, None, settings) is ee_reader
+    other = FetchSettings(RECIPE, tmp_path, ee_project="p2")
+    assert _reader_for(s2_assets("B4"), default, None, other) is not ee_reader
+
+
+def test_fetch_writes_earth_engine_chips_billed_to_the_given_project(
+    server: EEServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """run_fetch with ee_project / ee_url: every request goes to that endpoint and project."""
+    import google.auth
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None, **_: (CREDENTIALS, None))
+    lon, lat = -119.5, 37.5  # inside the fake images, UTM zone 11
+    when = datetime(2021, 6, 13, 18, 49, tzinfo=UTC)
+    box = shapely.box(-120.2, 36.9, -118.9, 38.1)
+    lr_assets = {
+        name: AssetRef(ee_href(S2, S2_INDEX, band), scale=S2_SCALE, offset=S2_OFFSET, nodata=0.0)
+        for name, band in (("B04", "B4"), ("B03", "B3"), ("B02", "B2"), ("B08", "B8"))
+    }
+    lr_assets["SCL"] = AssetRef(ee_href(S2, S2_INDEX, "SCL"))
+    lr = SceneRef(S2_ID, "sentinel-2-l2a", "earth-engine", when, box, lr_assets)
+    hr = SceneRef(NAIP_ID, "naip", "earth-engine", when, box, NAIP_ASSETS)
+    roi = RoiFootprint.square("ROI_000001", lon, lat, RECIPE.lr.chip_side_m, 32611)
+    pair = pair_scenes([roi], [lr], [hr], RECIPE).pairs[0]
+    job = FetchJob("ROI_000001", lon, lat, 32611, pair)
+    summary = run_fetch([job], RECIPE, tmp_path / "ds", ee_project="billed", ee_url=server.url)
+    assert summary.n_failed == 0 and summary.n_kept + summary.n_rejected == 1
+    pixel = server.pixel_requests()
+    assert len(pixel) >= 3  # LR bands, SCL, NAIP
+    # Any API version prefix (the client's own), then the project the run named.
+    assert all(r.path.split("/", 2)[2].startswith("projects/billed/image:") for r in pixel)
