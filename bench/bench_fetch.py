@@ -29,7 +29,6 @@ Usage: .venv/bin/python bench/bench_fetch.py [--offsets 3] [--repeat 3] [--world
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -58,6 +57,7 @@ from harvest.read import (
     area_average_raw,
     gdal_env,
 )
+from harvest.store import load_statuses
 
 RECIPE = load_recipe("sen2naip")
 
@@ -142,7 +142,7 @@ def chip_span(out: Path) -> float:
     In every process alike this leaves out what a run does before its first chip and after its
     last (cluster start-up, split assignment, the manifest), which the n-chip total pays once.
     """
-    rows = [json.loads(p.read_text()) for p in (out / ".harvest" / "status").glob("*.json")]
+    rows = list(load_statuses(out).values())
     starts = [datetime.fromisoformat(r["started_at"]).timestamp() for r in rows]
     ends = [datetime.fromisoformat(r["finished_at"]).timestamp() for r in rows]
     return max(ends) - min(starts)
@@ -175,7 +175,7 @@ def harvest_run(
 
 
 def split_from_status(out: Path) -> dict[str, float]:
-    rows = [json.loads(p.read_text()) for p in (out / ".harvest" / "status").glob("*.json")]
+    rows = list(load_statuses(out).values())
     keys = ("seconds_read_lr", "seconds_read_hr", "seconds_qa", "seconds_write")
     return {k: statistics.median(r[k] for r in rows if k in r) * 1000 for k in keys}
 

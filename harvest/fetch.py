@@ -679,10 +679,7 @@ def scene_order(jobs: Sequence[FetchJob]) -> list[FetchJob]:
     Chips of one scene in a row, in one process, reuse its open datasets (one open per remote
     file instead of one per chip) and GDAL's decoded tiles.
     """
-    groups: dict[tuple[str, str], list[FetchJob]] = {}
-    for job in jobs:
-        groups.setdefault(_scene_key(job), []).append(job)
-    return [job for group in groups.values() for job in group]
+    return [job for group in _scene_groups(jobs) for job in group]
 
 
 # Chips per Dask task: few enough to balance the workers at the end of a run, enough that the
@@ -694,16 +691,11 @@ BATCH_SIZE = 4
 def scene_batches(jobs: Sequence[FetchJob], size: int) -> list[list[FetchJob]]:
     """:func:`scene_order`'s runs of one scene pair cut into nearly equal batches of <= ``size``."""
     out: list[list[FetchJob]] = []
-    ordered = scene_order(jobs)
-    start = 0
-    for end in range(1, len(ordered) + 1):
-        if end == len(ordered) or _scene_key(ordered[end]) != _scene_key(ordered[start]):
-            n = -(-(end - start) // size)
-            out.extend(
-                [ordered[start + i] for i in part.tolist()]
-                for part in np.array_split(np.arange(end - start), n)
-            )
-            start = end
+    for group in _scene_groups(jobs):
+        n = -(-len(group) // size)
+        out.extend(
+            [group[i] for i in part.tolist()] for part in np.array_split(np.arange(len(group)), n)
+        )
     return out
 
 
@@ -714,8 +706,12 @@ def process_chips(
     return [process_chip(job, settings, sp) for job, sp in zip(jobs, splits, strict=True)]
 
 
-def _scene_key(job: FetchJob) -> tuple[str, str]:
-    return job.pair.lr.item_id, job.pair.hr.item_id
+def _scene_groups(jobs: Sequence[FetchJob]) -> list[list[FetchJob]]:
+    """Jobs per (LR, HR) scene pair, in order of first appearance, input order within."""
+    groups: dict[tuple[str, str], list[FetchJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.pair.lr.item_id, job.pair.hr.item_id), []).append(job)
+    return list(groups.values())
 
 
 def _recorded_or_failed(
@@ -754,11 +750,6 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 def _warm_worker() -> None:
     """The imports a chip makes on first use, made before the first chip is timed."""
-    import pyproj  # noqa: F401
-    import rasterio.crs  # noqa: F401
-    import rasterio.io  # noqa: F401
-    import scipy.sparse  # noqa: F401  (area-average weights)
-
     import harvest.qa  # noqa: F401  (scipy, OpenCV)
     import harvest.read  # noqa: F401  (rasterio, GDAL)
 

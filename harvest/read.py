@@ -621,6 +621,14 @@ def is_remote(href: str) -> bool:
     return "://" in h or (h.startswith("/vsi") and not h.startswith("/vsimem/"))
 
 
+def _north_up_in(ds: Any, grid: ChipGrid) -> bool:
+    """Whether the source is north-up (no rotation, rows southward) in the chip's CRS."""
+    t = ds.transform
+    if ds.crs is None or ds.crs.to_epsg() != grid.epsg:
+        return False
+    return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
+
+
 def _simple_mask(ds: Any, nodata: float | None) -> bool:
     """Whether validity is the nodata value alone (no mask band, alpha or per-dataset mask).
 
@@ -646,9 +654,7 @@ def _nearest_aligned(
     picks. Returns None otherwise (the caller warps).
     """
     t, g = ds.transform, grid.transform
-    if ds.crs is None or ds.crs.to_epsg() != grid.epsg:
-        return None
-    if t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0 or t.a <= 0 or t.e >= 0 or g.e >= 0:
+    if not _north_up_in(ds, grid) or g.b != 0 or g.d != 0 or g.e >= 0:
         return None
     if not _simple_mask(ds, nodata):
         return None
@@ -703,9 +709,7 @@ def aligned_window(ds: Any, grid: ChipGrid) -> tuple[Any, _AxisPlan, _AxisPlan] 
     from harvest.grid import source_window
 
     t = ds.transform
-    if ds.crs is None or ds.crs.to_epsg() != grid.epsg or t.b != 0 or t.d != 0:
-        return None
-    if t.a <= 0 or t.e >= 0:
+    if not _north_up_in(ds, grid):
         return None
     win = source_window(grid, t, (ds.height, ds.width), margin_px=0)
     if not win.inside or win.empty:

@@ -318,12 +318,17 @@ def write_status(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> None:
     atomic_write_json(out_dir / STATUS_DIR / f"{roi_id}.json", status, durable=False)
 
 
-def load_status(out_dir: Path, roi_id: str) -> dict[str, Any] | None:
-    """One chip's recorded status, or None when there is none (or it is unreadable)."""
+def _read_status_file(path: Path) -> Any:
+    """A status file's JSON, or None when it is missing or unreadable (the chip is redone)."""
     try:
-        loaded = json.loads((out_dir / STATUS_DIR / f"{roi_id}.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def load_status(out_dir: Path, roi_id: str) -> dict[str, Any] | None:
+    """One chip's recorded status, or None when there is none (or it is unreadable)."""
+    loaded = _read_status_file(out_dir / STATUS_DIR / f"{roi_id}.json")
     return loaded if isinstance(loaded, dict) else None
 
 
@@ -336,10 +341,9 @@ def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
     for path in sorted(folder.glob("*.json")):
         if path.name.startswith("."):
             continue
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        loaded = _read_status_file(path)
+        if loaded is not None:
+            out[path.stem] = loaded
     return out
 
 

@@ -8,8 +8,8 @@ precision (truncated like ``astype(intp)``) and interpolation follows ``np.inter
 for operation, so results are bit-identical to the numpy definitions (tested against
 scikit-image).
 
-Compiled on first use and cached on disk (``cache=True``) next to this file, or in
-``NUMBA_CACHE_DIR`` where the package folder is read-only.
+Compiled on first use and cached on disk (``cache=True``): next to this file, or in numba's user
+cache folder (``NUMBA_CACHE_DIR``) where the package folder is read-only.
 """
 
 from __future__ import annotations
@@ -17,21 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Counts go to 4 interleaved tables (pixel i to table i % 4), summed at the end: neighbouring
-# pixels often share a value, and one table would make each increment wait for the last.
-LANES = 4
-
 
 @njit(nogil=True, cache=True)
 def count_codes(flat: np.ndarray, counts: np.ndarray) -> None:
-    """``counts[i % LANES] += bincount`` of unsigned integer codes (``counts`` [LANES, n])."""
-    n = flat.size
-    m = n - n % LANES
-    for i in range(0, m, LANES):
-        for j in range(LANES):
-            counts[j, flat[i + j]] += 1
-    for i in range(m, n):
-        counts[0, flat[i]] += 1
+    """``counts += bincount(flat)`` for unsigned integer codes (``counts`` long enough)."""
+    for i in range(flat.size):
+        counts[flat[i]] += 1
 
 
 @njit(nogil=True, cache=True)
@@ -66,8 +57,8 @@ def bucket_counts(
 ) -> int:
     """Count the pixels per bucket and collect the values whose bucket holds another value.
 
-    ``counts`` is [LANES, buckets], pixel i counted in row i % LANES. ``table[k]`` is the
-    value bucket ``k`` was planned for (NaN: none). Values not equal to their bucket's are
+    ``counts`` has one counter per bucket. ``table[k]`` is the value bucket ``k`` was planned
+    for (NaN: none). Values not equal to their bucket's are
     written to ``missing``; returns how many there were, or -1 as soon as there are more than
     ``missing`` can hold (the caller then sorts instead).
     """
@@ -76,7 +67,7 @@ def bucket_counts(
     for i in range(flat.size):
         v = flat[i]
         c = _bucket(v, offset, scale, use_offset, last)
-        counts[i % LANES, c] += 1
+        counts[c] += 1
         if table[c] != v:
             if n_missing == missing.size:
                 return -1

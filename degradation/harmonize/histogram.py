@@ -217,14 +217,13 @@ def _match_few_values(
     n_buckets = int(own[-1]) + 1  # lo and hi are in distinct and the map is monotone
     table = np.full(n_buckets, np.nan, dtype=flat.dtype)
     table[own] = distinct
-    lanes = np.zeros((_k.LANES, n_buckets), dtype=np.intp)
+    counts = np.zeros(n_buckets, dtype=np.intp)
     use_offset = offset is not None
     off = flat.dtype.type(0 if offset is None else offset)
     missing = np.empty(n // 8, dtype=flat.dtype)
-    n_missing = _k.bucket_counts(flat, off, scale, use_offset, table, lanes, missing)
+    n_missing = _k.bucket_counts(flat, off, scale, use_offset, table, counts, missing)
     if n_missing < 0:
         return False
-    counts = lanes.sum(axis=0)
     if n_missing:
         extra = np.unique(missing[:n_missing])
         extra_codes = _bucketize(extra, offset, scale)
@@ -256,9 +255,8 @@ def _match_codes(codes: np.ndarray, inverse_cdf: InverseCdf, out: np.ndarray) ->
     """Lookup-table version of :func:`_match_band` for unsigned integer codes."""
     flat = codes.reshape(-1)
     n_codes = int(flat.max()) + 1 if flat.size else 1
-    lanes = np.zeros((_k.LANES, n_codes), dtype=np.intp)
-    _k.count_codes(flat, lanes)
-    counts = lanes.sum(axis=0)
+    counts = np.zeros(n_codes, dtype=np.intp)
+    _k.count_codes(flat, counts)
     # Every pixel of code k has quantile #{codes <= k} / n, exactly as in the sorted path.
     lut = inverse_cdf(np.cumsum(counts) / flat.size).astype(out.dtype)
     _k.gather_codes(flat, lut, out.reshape(-1))

@@ -1300,8 +1300,3 @@ def shared_reader(project: str | None = None, opt_url: str | None = None) -> Ear
         if reader is None:
             reader = _SHARED_READERS[key] = EarthEngineReader(project=project, opt_url=opt_url)
         return reader
-
-
-def default_reader() -> EarthEngineReader:
-    """:func:`shared_reader` with the default project and endpoint."""
-    return shared_reader()
