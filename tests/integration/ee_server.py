@@ -43,6 +43,7 @@ the fault queue applies too. The server counts computePixels calls in flight
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -52,11 +53,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ee
+import googleapiclient.http
 import numpy as np
 import numpy.typing as npt
+import pytest
 import shapely
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
@@ -630,3 +634,22 @@ def graph_invocations(expression: Mapping[str, Any]) -> Iterator[tuple[str, dict
                 yield from walk(v)
 
     yield from walk(decode(values[expression["result"]]))
+
+
+@contextlib.contextmanager
+def fake_earth_engine(
+    monkeypatch: pytest.MonkeyPatch, catalog: Sequence[FakeImage]
+) -> Iterator[EEServer]:
+    """A started fake Earth Engine for one test; the client's state is reset afterwards."""
+    from harvest.catalog.earthengine import reset_earth_engine
+
+    # Initialize asks the public data catalog for deprecated assets: no internet here.
+    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
+    # The client's backoff sleeps rand() * 2**n seconds; keep retries fast in tests.
+    monkeypatch.setattr(googleapiclient.http, "random", SimpleNamespace(random=lambda: 0.005))
+    srv = EEServer(catalog).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        reset_earth_engine()

@@ -11,17 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
-import ee
 import google.auth.credentials
-import googleapiclient.http
 import numpy as np
 import pytest
 import shapely
 import shapely.geometry
-from ee_server import EEServer, FakeImage, graph_invocations
+from ee_server import EEServer, FakeImage, fake_earth_engine, graph_invocations
 
 from harvest.catalog.base import Footprint, SearchRequest
 from harvest.catalog.earthengine import (
@@ -29,7 +26,6 @@ from harvest.catalog.earthengine import (
     EarthEngineCatalog,
     default_project,
     plan_batches,
-    reset_earth_engine,
     split_ee_href,
 )
 from harvest.errors import CatalogError
@@ -134,16 +130,8 @@ def footprints(n_per_area: int, seed: int = 0) -> tuple[Footprint, ...]:
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[EEServer]:
     """A fresh fake Earth Engine per test; the client state is reset afterwards."""
-    # Initialize asks the public data catalog for deprecated assets: no internet here.
-    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
-    # The client's backoff sleeps rand() * 2**n seconds; keep retries fast in tests.
-    monkeypatch.setattr(googleapiclient.http, "random", SimpleNamespace(random=lambda: 0.005))
-    srv = EEServer(fake_catalog()).start()
-    try:
+    with fake_earth_engine(monkeypatch, fake_catalog()) as srv:
         yield srv
-    finally:
-        srv.stop()
-        reset_earth_engine()
 
 
 def make_catalog(srv: EEServer, **kwargs: Any) -> EarthEngineCatalog:

@@ -16,18 +16,15 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import ee
 import google.auth.credentials
-import googleapiclient.http
 import numpy as np
 import numpy.typing as npt
 import pytest
 import shapely
 from affine import Affine
-from ee_server import EEServer, FakeImage, graph_invocations, smooth_field
+from ee_server import EEServer, FakeImage, fake_earth_engine, graph_invocations, smooth_field
 
 from harvest.catalog.base import AssetMap, AssetRef, SceneRef
 from harvest.catalog.earthengine import (
@@ -38,7 +35,6 @@ from harvest.catalog.earthengine import (
     EarthEngineReader,
     ee_href,
     plan_pixel_tiles,
-    reset_earth_engine,
 )
 from harvest.config import load_recipe
 from harvest.errors import AssetReadError, CatalogError, ReadError
@@ -101,14 +97,8 @@ def reflectance(dn: npt.NDArray[np.float32], scale: float, offset: float = 0.0) 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[EEServer]:
     """A fresh fake Earth Engine per test; the client state is reset afterwards."""
-    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
-    monkeypatch.setattr(googleapiclient.http, "random", SimpleNamespace(random=lambda: 0.005))
-    srv = EEServer(fake_catalog()).start()
-    try:
+    with fake_earth_engine(monkeypatch, fake_catalog()) as srv:
         yield srv
-    finally:
-        srv.stop()
-        reset_earth_engine()
 
 
 CREDENTIALS = google.auth.credentials.AnonymousCredentials()
