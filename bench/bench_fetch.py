@@ -62,7 +62,7 @@ from harvest.store import load_statuses
 RECIPE = load_recipe("sen2naip")
 
 
-def make_jobs(world: Path, per_side: int) -> list[FetchJob]:
+def make_jobs(world: Path, per_side: int, spacing_m: float = 450.0) -> list[FetchJob]:
     truth = load_truth(world)
     profile = load_profile("demo")
     scenes = {
@@ -70,7 +70,8 @@ def make_jobs(world: Path, per_side: int) -> list[FetchJob]:
         for d in item_dicts_absolute(world)
         if d["collection"] in ("sentinel-2-l2a", "naip")
     }
-    steps = np.linspace(-450.0, 450.0, per_side) if per_side > 1 else np.zeros(1)
+    half = spacing_m * (per_side - 1) / 2
+    steps = np.linspace(-half, half, per_side) if per_side > 1 else np.zeros(1)
     jobs = []
     for p in truth.pairs_for("sen2naip"):
         site = truth.site(p.site_id)

@@ -223,16 +223,22 @@ def build_operator(
     return _build_cached(int(n_in), int(factor), bool(antialias), key, padding)
 
 
-def _apply_last(x: torch.Tensor, op: BandedOperator) -> torch.Tensor:
-    """Apply ``op`` along the last (contiguous) axis of ``x`` [B, C, H, W]."""
-    b, c, h, w = x.shape
-    if w != op.n_in:
-        raise DegradationError(f"operator built for length {op.n_in}, image axis is {w}")
+def _check_operator(op: BandedOperator, n: int, c: int) -> None:
+    if n != op.n_in:
+        raise DegradationError(f"operator built for length {op.n_in}, image axis is {n}")
     if op.n_bands not in (1, c):
         raise DegradationError(
             f"the operator has kernels for {op.n_bands} bands, the image has {c}"
         )
-    parts: list[torch.Tensor] = []
+
+
+def _pass_into(x: torch.Tensor, op: BandedOperator, out: torch.Tensor) -> None:
+    """Apply ``op`` along the last axis of ``x`` [B, C, H, W] into ``out`` [B, C, H, n_out].
+
+    ``out`` may have any strides: the callers pass a transposed view, so that the next pass
+    reads contiguous memory and no separate transposed copy is made.
+    """
+    b, c, h, w = x.shape
 
     def explicit(mat: np.ndarray, xs: torch.Tensor) -> torch.Tensor:
         # Products and a sum over one axis: the same order of operations for any thread count.
@@ -240,9 +246,8 @@ def _apply_last(x: torch.Tensor, op: BandedOperator) -> torch.Tensor:
         return (xs[:, :, :, None, :] * m[None, :, None, :, :]).sum(dim=-1)
 
     if op.start:
-        parts.append(explicit(op.head, x[..., : op.head.shape[-1]]))
-    n = op.stop - op.start
-    if n > 0:
+        out[..., : op.start] = explicit(op.head, x[..., : op.head.shape[-1]])
+    if op.stop > op.start:
         # Interior: one depthwise strided conv1d over every row of every band, on the whole
         # contiguous rows (a sliced input would be copied). Output i reads x[stride*i + offset:];
         # writing offset = stride*q + r (0 <= r < stride) and prefixing r zero taps makes it
@@ -254,10 +259,9 @@ def _apply_last(x: torch.Tensor, op: BandedOperator) -> torch.Tensor:
         weight = weight.repeat_interleave(h, dim=0)[:, None, :]  # [C * H, 1, K]
         xr = x if x.is_contiguous() else x.contiguous()
         y = F.conv1d(xr.view(b, c * h, w), weight, stride=op.stride, groups=c * h)
-        parts.append(y.view(b, c, h, -1)[..., op.start + q : op.stop + q])
+        out[..., op.start : op.stop] = y.view(b, c, h, -1)[..., op.start + q : op.stop + q]
     if op.stop < op.n_out:
-        parts.append(explicit(op.tail, x[..., op.n_in - op.tail.shape[-1] :]))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        out[..., op.stop :] = explicit(op.tail, x[..., op.n_in - op.tail.shape[-1] :])
 
 
 def apply_separable(
@@ -265,8 +269,11 @@ def apply_separable(
 ) -> torch.Tensor:
     """Apply ``rows_op`` along H and ``cols_op`` along W of a batched tensor [B, C, H, W].
 
-    The W axis (contiguous) is reduced first; the smaller intermediate is transposed so that
-    the H pass also runs along contiguous memory.
+    The W axis (contiguous) is reduced first, straight into a transposed intermediate, so that
+    the H pass also runs along contiguous memory; the H pass writes the transposed result in
+    place. Writing into preallocated outputs keeps one temporary per pass (concatenating the
+    boundary rows and then transposing held three copies of the intermediate, and on CPU that
+    peak was handed back to the kernel after each call and page-faulted in again on the next).
 
     Args:
         x: floating-point tensor [B, C, H, W] on any device.
@@ -276,9 +283,14 @@ def apply_separable(
     Returns:
         Contiguous tensor [B, C, rows_op.n_out, cols_op.n_out]; differentiable in ``x``.
     """
-    y = _apply_last(x, cols_op)
-    z = _apply_last(y.transpose(-1, -2).contiguous(), rows_op)
-    return z.transpose(-1, -2).contiguous()
+    b, c, h, w = x.shape
+    _check_operator(cols_op, w, c)
+    _check_operator(rows_op, h, c)
+    mid = x.new_empty((b, c, cols_op.n_out, h))
+    _pass_into(x, cols_op, mid.transpose(-1, -2))
+    out = x.new_empty((b, c, rows_op.n_out, cols_op.n_out))
+    _pass_into(mid, rows_op, out.transpose(-1, -2))
+    return out
 
 
 def downsample(
