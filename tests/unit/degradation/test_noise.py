@@ -35,11 +35,15 @@ def test_seeded_and_thread_independent() -> None:
     try:
         torch.set_num_threads(1)
         a = simple_noise(x, torch.Generator().manual_seed(7))
+        a_np = simple_noise(x, np.random.default_rng(7))
         torch.set_num_threads(2)
         b = simple_noise(x, torch.Generator().manual_seed(7))
+        b_np = simple_noise(x, np.random.default_rng(7))
     finally:
         torch.set_num_threads(before)
     assert torch.equal(a, b)
+    assert torch.equal(a_np, b_np)  # a numpy stream seeds the same draws on any thread count
+    assert not torch.equal(a, a_np)
     c = simple_noise(x, torch.Generator().manual_seed(8))
     assert not torch.equal(a, c)
     np.testing.assert_array_equal(simple_noise(x.numpy(), 3), simple_noise(x.numpy(), 3))
