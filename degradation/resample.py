@@ -298,9 +298,8 @@ def apply_separable(
 
     The W axis (contiguous) is reduced first, straight into a transposed intermediate, so that
     the H pass also runs along contiguous memory; the H pass writes the transposed result in
-    place. Writing into preallocated outputs keeps one temporary per pass (concatenating the
-    boundary rows and then transposing held three copies of the intermediate, and on CPU that
-    peak was handed back to the kernel after each call and page-faulted in again on the next).
+    place. Both passes write into preallocated outputs: no concatenated boundary rows, no
+    transposed copies (see ``_CPU_PASS_BYTES`` for why transient memory matters here).
 
     Args:
         x: floating-point tensor [B, C, H, W] on any device.
