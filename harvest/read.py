@@ -210,6 +210,46 @@ class ChipRead:
     seconds: float = 0.0
 
 
+def band_refs(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> list[AssetRef]:
+    """The assets of ``bands``, in order.
+
+    Raises:
+        ReadError: a band the scene has no asset for (the message lists those it has).
+    """
+    refs = []
+    for band in bands:
+        if band not in assets:
+            have = ", ".join(assets) or "none"
+            raise ReadError(f"the scene has no asset for band {band} (it has {have})")
+        refs.append(assets[band])
+    return refs
+
+
+def physical_chip(
+    data: npt.NDArray[np.float32],
+    refs: Sequence[AssetRef],
+    grid: ChipGrid,
+    bands: Sequence[str],
+    started: float,
+) -> ChipRead:
+    """The :class:`ChipRead` of stored values ``data`` [C, H, W].
+
+    Each band's scale and offset is applied in place; ``seconds`` is the time since
+    ``started`` (a ``time.perf_counter`` reading).
+    """
+    for i, ref in enumerate(refs):
+        if ref.scale != 1.0 or ref.offset != 0.0:
+            data[i] = data[i] * np.float32(ref.scale) + np.float32(ref.offset)
+    invalid = np.asarray(~np.isfinite(data).all(axis=0), dtype=bool)
+    return ChipRead(
+        data=data,
+        invalid=invalid,
+        grid=grid,
+        bands=tuple(bands),
+        seconds=time.perf_counter() - started,
+    )
+
+
 class Reader(Protocol):
     """Reads bands of one scene onto a chip grid."""
 
@@ -393,12 +433,7 @@ class RasterioReader:
     ) -> ChipRead:
         """See :meth:`Reader.read`. Bands stored in one file are read with one request."""
         started = time.perf_counter()
-        refs = []
-        for band in bands:
-            if band not in assets:
-                have = ", ".join(assets) or "none"
-                raise ReadError(f"the scene has no asset for band {band} (it has {have})")
-            refs.append(assets[band])
+        refs = band_refs(assets, bands)
         # One warp per file: NAIP keeps its four bands in one COG.
         files: dict[tuple[str, float | None], list[int]] = {}
         for i, ref in enumerate(refs):
@@ -417,19 +452,8 @@ class RasterioReader:
         data = np.empty((len(refs), grid.height, grid.width), dtype=np.float32)
         for key, arr in zip(keys, arrays, strict=True):
             for j, i in enumerate(files[key]):
-                ref = refs[i]
-                band = arr[j]
-                if ref.scale != 1.0 or ref.offset != 0.0:
-                    band = band * np.float32(ref.scale) + np.float32(ref.offset)
-                data[i] = band
-        invalid = np.asarray(~np.isfinite(data).all(axis=0), dtype=bool)
-        return ChipRead(
-            data=data,
-            invalid=invalid,
-            grid=grid,
-            bands=tuple(bands),
-            seconds=time.perf_counter() - started,
-        )
+                data[i] = arr[j]
+        return physical_chip(data, refs, grid, bands, started)
 
     def read_raw(self, asset: AssetRef, grid: ChipGrid) -> npt.NDArray[np.float32]:
         """See :meth:`Reader.read_raw`."""

@@ -81,7 +81,7 @@ from harvest.catalog.profiles import (
 )
 from harvest.errors import AssetReadError, CatalogError, ReadError
 from harvest.grid import ChipGrid
-from harvest.read import ChipRead
+from harvest.read import ChipRead, band_refs, physical_chip
 
 logger = logging.getLogger(__name__)
 
@@ -1254,24 +1254,8 @@ class EarthEngineReader:
             AssetReadError: Earth Engine refused the image (missing image or band, ...).
         """
         started = time.perf_counter()
-        refs = []
-        for band in bands:
-            if band not in assets:
-                have = ", ".join(assets) or "none"
-                raise ReadError(f"the scene has no asset for band {band} (it has {have})")
-            refs.append(assets[band])
-        data = self._read_bands(refs, grid, resampling)
-        for i, ref in enumerate(refs):
-            if ref.scale != 1.0 or ref.offset != 0.0:
-                data[i] = data[i] * np.float32(ref.scale) + np.float32(ref.offset)
-        invalid = np.asarray(~np.isfinite(data).all(axis=0), dtype=bool)
-        return ChipRead(
-            data=data,
-            invalid=invalid,
-            grid=grid,
-            bands=tuple(bands),
-            seconds=time.perf_counter() - started,
-        )
+        refs = band_refs(assets, bands)
+        return physical_chip(self._read_bands(refs, grid, resampling), refs, grid, bands, started)
 
     def read_raw(self, asset: AssetRef, grid: ChipGrid) -> npt.NDArray[np.float32]:
         """See :meth:`harvest.read.Reader.read_raw` (nearest neighbour, no scale/offset)."""
