@@ -65,7 +65,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ import torch
 
 from harvest import __version__
 from harvest.errors import DegradeError
+from harvest.store import atomic_folder, atomic_write_bytes, is_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ TRAINABLE = ("unet", "vae")
 DEGRADE_METHODS = ("raw", "statistical", "deterministic", "variational")
 TABLE2_METHODS = ("raw", "statistical", "deterministic", "variational")
 SYNTHETIC_DIR = "synthetic"
-TMP_MARK = ".tmp-"
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,10 +653,7 @@ def write_model_folder(
     from degradation.pretrained import CARD_FORMAT, CARD_NAME, CARD_VERSION
 
     final = Path(out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{TMP_MARK}{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         gamma = GammaModel.from_samples(fit.gammas) if len(fit.gammas) >= 2 else None
         nm = fit.noise_matrix
         np.savez(
@@ -721,14 +717,6 @@ def write_model_folder(
         card["metrics"] = dict(metrics)
         card["versions"] = _versions()
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-        if final.exists():
-            old = final.parent / f"{TMP_MARK}{final.name}-old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -877,9 +865,7 @@ def run_fit(
     card = json.loads(card_path.read_text())
     card["metrics"]["table2"] = t2
     card["metrics"]["table2_on"] = {"split": evaluated_on, "n_pairs": len(eval_chips)}
-    tmp = card_path.with_name(f"{TMP_MARK}{card_path.name}")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, card_path)
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode())
     return FitSummary(
         model_dir=folder,
         n_pairs=len(chips),
@@ -1056,8 +1042,9 @@ def run_degrade(
     out = Path(out_dir)
     base = out / SYNTHETIC_DIR
     base.mkdir(parents=True, exist_ok=True)
-    for stale in base.glob(f"*/{TMP_MARK}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in base.glob("*/.*"):
+        if is_temporary(stale):
+            shutil.rmtree(stale, ignore_errors=True)
     todo = [i for i in images if not (base / i.roi_id / i.image_id / "metadata.json").is_file()]
     bar = _progress_bar(progress, len(todo), "degrade")
     skipped: list[str] = []
@@ -1080,11 +1067,7 @@ def run_degrade(
                 if bar is not None:
                     bar[0].advance(bar[1])
                 continue
-            final = base / img.roi_id / img.image_id
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f"{TMP_MARK}{img.image_id}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
-            try:
+            with atomic_folder(base / img.roi_id / img.image_id) as tmp:
                 transform = info["transform"]
                 lr_transform = transform * transform.scale(factor, factor)
                 bands = list(loaded.bands)
@@ -1132,10 +1115,6 @@ def run_degrade(
                     "harvest_version": __version__,
                 }
                 (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-                os.replace(tmp, final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
             n_written += 1
             if bar is not None:
                 bar[0].advance(bar[1])

@@ -39,7 +39,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ EARTH_RADIUS_M = 6_371_008.8
 
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary name of this module (what a killed run leaves behind)."""
+    return path.name.startswith(".") and TMP_MARK in path.name
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -201,6 +207,26 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+@contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``final``, then rename it into place.
+
+    Yields the temporary folder to fill. When the block completes, any older ``final`` is
+    removed and the new folder takes its name in one ``os.replace``; when it raises, ``final``
+    is left as it was and the temporary folder is deleted.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _remove_tree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_chip_folder(
     out_dir: Path,
     roi_id: str,
@@ -221,10 +247,7 @@ def write_chip_folder(
     other folder (from an earlier run or QA pass) is removed.
     """
     final = chip_folder(out_dir, roi_id, kept)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(final)
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         sums = {
             LR_FILE: write_cog(
                 tmp / LR_FILE, lr.astype(np.float32, copy=False), lr_grid, lr_bands, np.nan
@@ -243,11 +266,6 @@ def write_chip_folder(
         (tmp / META_FILE).write_bytes(meta_bytes)
         sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
         sums = dict(sorted(sums.items()))
-        _remove_tree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     _remove_tree(chip_folder(out_dir, roi_id, not kept))
     return ChipFiles(folder=final, sha256=sums)
 
@@ -355,7 +373,7 @@ def clean_temporaries(out_dir: Path) -> int:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if path.name.startswith(".") and TMP_MARK in path.name:
+            if is_temporary(path):
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:

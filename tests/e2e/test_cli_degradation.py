@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from harvest.store import is_temporary
+
 HARVEST = str(Path(sys.executable).parent / "harvest")
 METHODS = ("statistical", "deterministic", "variational")
 
@@ -57,7 +59,7 @@ def test_fit_writes_a_loadable_model_folder_with_its_card(fitted_model: Path) ->
     model = load_model(fitted_model)
     assert model.unet is not None and model.vae is not None and model.noise is not None
     assert all(2.0 < s < 4.5 for s in model.psf.sigma_px)
-    assert not list(fitted_model.parent.glob(".tmp-*"))
+    assert not [p for p in fitted_model.parent.iterdir() if is_temporary(p)]
 
 
 def _check_image(folder: Path, methods: tuple[str, ...]) -> None:
