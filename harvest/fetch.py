@@ -23,6 +23,7 @@ first. The manifest is rebuilt from the status files at the end of every run (an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import threading
@@ -890,7 +891,7 @@ def run_qa(
         StoreError: ``out_dir`` holds no fetched dataset.
     """
     from harvest.errors import StoreError
-    from harvest.store import atomic_write_json
+    from harvest.store import atomic_write_bytes, json_bytes
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -926,7 +927,8 @@ def run_qa(
                     QA_1=qa.qa1_px,
                 )
             meta["QA_2"] = qa.qa2_deg
-            atomic_write_json(folder / META_FILE, meta)
+            meta_bytes = json_bytes(meta)
+            atomic_write_bytes(folder / META_FILE, meta_bytes)
             final = move_chip_folder(out, roi_id, qa.kept)
             st = dict(statuses.get(roi_id, {"roi_id": roi_id}))
             # A run killed between the folder and its status file: take the facts from metadata.
@@ -936,7 +938,7 @@ def run_qa(
             st.setdefault("epsg", meta.get("proj:epsg"))
             st.setdefault("dt_hours", meta.get("dt_hours"))
             sums = dict(st.get("sha256") or {})
-            sums[META_FILE] = sha256_file(final / META_FILE)
+            sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
             for name in (LR_FILE, SCL_FILE):
                 if name not in sums and (final / name).exists():
                     sums[name] = sha256_file(final / name)

@@ -102,8 +102,12 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
 
 def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
     """Write JSON (sorted keys, NaN as null) atomically (``durable``: see atomic_write_bytes)."""
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(path, text.encode(), durable=durable)
+    atomic_write_bytes(path, json_bytes(obj), durable=durable)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The JSON harvest writes: sorted keys, two-space indent, NaN as null, final newline."""
+    return (json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
 
 
 def _json_safe(obj: Any) -> Any:
@@ -260,9 +264,7 @@ def write_chip_folder(
             sums[SCL_FILE] = write_cog(
                 tmp / SCL_FILE, scl[None].astype(np.uint8), lr_grid, ["SCL"], 0
             )
-        meta_bytes = (
-            json.dumps(_json_safe(dict(metadata)), indent=2, sort_keys=True) + "\n"
-        ).encode()
+        meta_bytes = json_bytes(dict(metadata))
         (tmp / META_FILE).write_bytes(meta_bytes)
         sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
         sums = dict(sorted(sums.items()))
