@@ -171,6 +171,13 @@ def test_qa_rerun_with_other_thresholds_moves_chips(
     assert strict.n_kept < fetched["summary"].n_kept
     loose = run_qa(out, QaThresholds())
     assert loose.n_kept == fetched["summary"].n_kept
+    from harvest.store import sha256_file
+
+    for st in _status(out).values():
+        if st["status"] != "failed":  # the checksums name the files QA rewrote and moved
+            folder = out / st["folder"]
+            assert st["sha256"]["metadata.json"] == sha256_file(folder / "metadata.json")
+            assert st["sha256"]["HR.tif"] == sha256_file(folder / "HR.tif")
     with pytest.raises(StoreError):
         run_qa(tmp_path / "nothing-here")
 
