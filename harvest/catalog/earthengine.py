@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
@@ -908,27 +908,21 @@ class PixelTile:
         if self.height >= self.width and self.height > 1:
             h = self.height // 2
             return (
-                PixelTile(self.image_id, self.bands, self.row_off, self.col_off, h,
-                          self.width, d),
-                PixelTile(self.image_id, self.bands, self.row_off + h, self.col_off,
-                          self.height - h, self.width, d),
-            )  # fmt: skip
+                replace(self, height=h, depth=d),
+                replace(self, row_off=self.row_off + h, height=self.height - h, depth=d),
+            )
         if self.width > 1:
             w = self.width // 2
             return (
-                PixelTile(self.image_id, self.bands, self.row_off, self.col_off, self.height,
-                          w, d),
-                PixelTile(self.image_id, self.bands, self.row_off, self.col_off + w,
-                          self.height, self.width - w, d),
-            )  # fmt: skip
+                replace(self, width=w, depth=d),
+                replace(self, col_off=self.col_off + w, width=self.width - w, depth=d),
+            )
         if len(self.bands) > 1:
             k = len(self.bands) // 2
             return (
-                PixelTile(self.image_id, self.bands[:k], self.row_off, self.col_off,
-                          self.height, self.width, d),
-                PixelTile(self.image_id, self.bands[k:], self.row_off, self.col_off,
-                          self.height, self.width, d),
-            )  # fmt: skip
+                replace(self, bands=self.bands[:k], depth=d),
+                replace(self, bands=self.bands[k:], depth=d),
+            )
         return None
 
 
