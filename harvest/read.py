@@ -351,15 +351,7 @@ class RasterioReader:
 
     def __getstate__(self) -> dict[str, Any]:
         # Open handles and the pool stay in the process that made them.
-        return {
-            "sign": self.sign,
-            "retry": self.retry,
-            "env_options": self.env_options,
-            "threads": self.threads,
-            "cache_size": self.cache_size,
-            "fast_average": self.fast_average,
-            "fast_nearest": self.fast_nearest,
-        }
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
