@@ -804,15 +804,29 @@ def spectral_angle_deg(
     y = _as_bands(b, "b").astype(np.float64)
     if x.shape != y.shape:
         raise QaError(f"images of shapes {x.shape} and {y.shape}: they must match")
+    m = _as_mask(valid, x.shape[1:], "valid")
+    c = x.shape[0]
+    return _mean_angle_deg(x.reshape(c, -1), y.reshape(c, -1), None if m is None else m.reshape(-1))
+
+
+def _mean_angle_deg(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], valid: BoolArray | None = None
+) -> float:
+    """Mean angle in degrees between the spectra of two ``[C, N]`` pixel arrays.
+
+    Pixels where either spectrum has no direction (all zeros) or is not finite are left out,
+    and so are those ``valid`` marks False; NaN when none is left.
+    """
     nx = np.sqrt((x * x).sum(axis=0))
     ny = np.sqrt((y * y).sum(axis=0))
-    ok = np.isfinite(nx) & np.isfinite(ny) & (nx > 0) & (ny > 0)
-    m = _as_mask(valid, x.shape[1:], "valid")
-    if m is not None:
-        ok &= m
-    if not ok.any():
+    keep = np.isfinite(nx) & np.isfinite(ny) & (nx > 0) & (ny > 0)
+    if valid is not None:
+        keep &= valid
+    if not keep.any():
         return math.nan
-    cos = (x[:, ok] * y[:, ok]).sum(axis=0) / (nx[ok] * ny[ok])
+    if not keep.all():  # a boolean gather is costly; most chips keep every pixel
+        x, y, nx, ny = x[:, keep], y[:, keep], nx[keep], ny[keep]
+    cos = (x * y).sum(axis=0) / (nx * ny)
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean())
 
 
@@ -844,16 +858,7 @@ def spectral_qa(
     matched = np.empty_like(src)
     for c in range(src.shape[0]):
         matched[c] = _match_band(src[c], ref[c])
-    # The spectral angle of the [C, N] pixels, as spectral_angle_deg computes it.
-    nx = np.sqrt((ref * ref).sum(axis=0))
-    ny = np.sqrt((matched * matched).sum(axis=0))
-    keep = np.isfinite(nx) & np.isfinite(ny) & (nx > 0) & (ny > 0)
-    if not keep.any():
-        return math.nan
-    if not keep.all():
-        ref, matched, nx, ny = ref[:, keep], matched[:, keep], nx[keep], ny[keep]
-    cos = (ref * matched).sum(axis=0) / (nx * ny)
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean())
+    return _mean_angle_deg(ref, matched)
 
 
 def _match_band(source: np.ndarray, reference: np.ndarray) -> npt.NDArray[np.float64]:
