@@ -670,6 +670,10 @@ def local_cluster(workers: int) -> Any:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # Without a dashboard the scheduler still serves HTTP (health, metrics), on port
+            # 8787 by default: a second run at the same time warned "Port 8787 is already in
+            # use". Any free port does.
+            scheduler_kwargs={"dashboard_address": ":0"},
             silence_logs=logging.ERROR,
         )
 

@@ -468,3 +468,16 @@ def test_local_cluster_workers_keep_freed_memory() -> None:
     assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 64 * 1024 * 1024
     assert int(env["MALLOC_MMAP_THRESHOLD_"]) >= 1024 * 1024
     assert profiling is False
+
+
+def test_two_local_clusters_at_once_start_without_port_warnings() -> None:
+    """Two fetch runs on one machine: neither cluster's HTTP server fights for port 8787."""
+    import warnings
+
+    from harvest.fetch import local_cluster
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with local_cluster(1) as first, local_cluster(1) as second:
+            assert first.scheduler_address != second.scheduler_address
+    assert not [w for w in caught if "already in use" in str(w.message)]
