@@ -211,8 +211,16 @@ def test_threads_encode_the_same_bytes() -> None:
         (np.zeros((1, 8, 8), np.float32), ["a"], 20, "multiple of 16"),
         (np.zeros((1, 8, 8), np.complex64), ["a"], 16, "cannot write complex64"),
         (np.zeros((1, 8, 8), bool), ["a"], 16, "cannot write bool"),
+        (np.broadcast_to(np.float64(0), (1, 2**15, 2**14)), ["a"], 16, "too large"),
     ],
 )
 def test_bad_input_is_refused(data: np.ndarray, names: list[str], tile: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         encode_cog(data, epsg=32614, transform=UTM_TRANSFORM, band_names=names, tile=tile)
+
+
+def test_big_endian_input_is_written_little_endian(tmp_path: Path) -> None:
+    data = _reflectance((2, 40, 40)).astype(">f4")
+    blob = encode_cog(data, epsg=32614, transform=UTM_TRANSFORM, band_names=["a", "b"], tile=32)
+    with _open(blob, tmp_path) as ds:
+        np.testing.assert_array_equal(ds.read(), data.astype("<f4"))
