@@ -358,10 +358,11 @@ def fetch(
         ee_project=ee_project or default_project(os.environ),
         ee_url=ee_url,
     )
+    fetched = summary.n_total > summary.n_done_before
+    rate = f"{summary.chips_per_s:.1f} chips/s" if fetched else "nothing left to fetch"
     typer.echo(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed "
-        f"({summary.n_done_before} done before; {summary.chips_per_s:.1f} chips/s); "
-        f"manifest {summary.manifest}"
+        f"({summary.n_done_before} done before; {rate}); manifest {summary.manifest}"
     )
 
 

@@ -992,7 +992,8 @@ class DegradeSummary:
         """One-line summary for the CLI."""
         extra = f", {self.n_skipped} skipped (nodata)" if self.n_skipped else ""
         return (
-            f"{self.n_written} images degraded ({', '.join(self.methods)}), "
+            f"{self.n_written} image{'' if self.n_written == 1 else 's'} degraded "
+            f"({', '.join(self.methods)}), "
             f"{self.n_done_before} done before{extra}, in {self.seconds:.1f} s -> "
             f"{self.out_dir / SYNTHETIC_DIR}"
         )

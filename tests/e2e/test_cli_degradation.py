@@ -120,6 +120,7 @@ def test_degrade_with_sen2naip_and_a_plain_folder_of_geotiffs(
         "--methods", "statistical,deterministic", "--no-progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("1 image degraded (statistical, deterministic)")
     _check_image(out / "synthetic" / "tile_a" / "image", ("statistical", "deterministic"))
 
 

@@ -61,6 +61,9 @@ def test_fetch_then_qa_with_other_thresholds(demo_world: Path, tmp_path: Path) -
     assert sorted(manifest["roi_id"]) == ids
     kept = sorted(p.name for p in (tmp_path / "ds" / "cross-sensor").iterdir())
     assert kept == sorted(manifest.loc[manifest["status"] == "kept", "roi_id"])
+    again = harvest(*args, cwd=tmp_path)  # every chip done: no rate to report
+    assert again.returncode == 0, again.stderr
+    assert "(7 done before; nothing left to fetch)" in again.stdout
     proc = harvest("qa", "ds", "--max-shift-px", "0.2", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     strict = gpd.read_parquet(tmp_path / "ds" / "manifest.parquet")
