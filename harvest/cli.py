@@ -142,7 +142,7 @@ def sample(
         Path | None,
         typer.Option(help="Existing ROIs (GeoParquet) to keep the distance to; ids continue."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Draw ROIs with a hard-core point process (every pair >= --min-distance-km apart)."""
     from harvest.pipeline import run_sample
@@ -190,7 +190,7 @@ def search(
         str | None,
         typer.Option(help="Earth Engine project (default: $EE_PROJECT, $GOOGLE_CLOUD_PROJECT)."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
 ) -> None:
     """Find (LR, HR) acquisition pairs for every ROI and write them as GeoParquet."""
     import os
@@ -225,7 +225,7 @@ def demo_world(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],
     seed: Annotated[int, typer.Option(help="Seed of the simulator.")] = 0,
     force: Annotated[bool, typer.Option(help="Rebuild even if the folder holds a world.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     site_size_m: Annotated[
         float, typer.Option(hidden=True, help="Side of each site in metres (tests).")
     ] = 2400.0,
@@ -252,7 +252,7 @@ def demo_run(
         Path | None,
         typer.Option(help="Demo world folder to use or build (default: OUT_DIR/world)."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
 ) -> None:
     """Run every stage that exists on the demo world and print a summary (what `make demo` runs)."""
     from rich.console import Console
@@ -319,7 +319,7 @@ def fetch(
             "https://earthengine-highvolume.googleapis.com (default: the standard one)."
         ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Read, quality-check and write LR/HR chips (SEN2NAIP layout); resumes an existing folder."""
     import os
@@ -374,7 +374,7 @@ def qa(
     max_cloud_pct: _QaCloud = 0.0,
     max_nodata_pct: _QaNodata = 0.0,
     shift_method: _QaMethod = "phase",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Re-run chip QA with other thresholds, without fetching again; rewrites the manifest."""
     from harvest.fetch import qa_thresholds, run_qa
@@ -412,7 +412,7 @@ def degradation_fit(
     iterations: Annotated[int, typer.Option(min=1, help="Gamma/sigma alternation rounds.")] = 2,
     unet_epochs: Annotated[int, typer.Option(min=1, help="U-Net training epochs.")] = 30,
     vae_epochs: Annotated[int, typer.Option(min=1, help="VAE training epochs.")] = 200,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Fit sigma, gamma statistics, the noise matrix (and networks) on LR/HR pairs."""
     from harvest.degrade import TRAINABLE, parse_list, run_fit
@@ -442,7 +442,7 @@ def degrade(
         typer.Option(help="Comma separated: statistical, deterministic, variational, raw."),
     ] = "statistical,deterministic,variational",
     seed: Annotated[int, typer.Option(help="Seed of gammas, latents and noise.")] = 0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Write HR_h, S2-like LR and histograms per HR image (SEN2NAIP synthetic layout)."""
     from harvest.degrade import DEGRADE_METHODS, parse_list, run_degrade

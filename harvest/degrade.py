@@ -76,6 +76,7 @@ import torch
 
 from harvest import __version__
 from harvest.errors import DegradeError
+from harvest.progress import ProgressBar
 from harvest.store import atomic_folder, atomic_write_bytes, is_temporary
 
 logger = logging.getLogger(__name__)
@@ -748,17 +749,6 @@ class FitSummary:
         )
 
 
-def _progress_bar(enabled: bool, total: int, label: str) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    bar.start()
-    task = bar.add_task(label, total=total)
-    return bar, task
-
-
 def parse_list(
     value: str | Sequence[str] | None, allowed: Sequence[str], what: str
 ) -> tuple[str, ...]:
@@ -819,17 +809,13 @@ def run_fit(
             evaluated_on = "test"
         except DegradeError:
             held_out = []
-    bar = _progress_bar(progress, n_scenes * iterations, "fit")
-    try:
+    with ProgressBar("fit", n_scenes * iterations, enabled=progress) as bar:
         fit = fit_pairs(
             chips,
             shift=shift,
             iterations=iterations,
-            progress=None if bar is None else (lambda: bar[0].advance(bar[1])),
+            progress=bar.advance if bar.enabled else None,
         )
-    finally:
-        if bar is not None:
-            bar[0].stop()
     unet, vae, logs = train_networks(
         chips, train, seed=seed, unet_epochs=unet_epochs, vae_epochs=vae_epochs
     )
@@ -1047,7 +1033,7 @@ def run_degrade(
         if is_temporary(stale):
             shutil.rmtree(stale, ignore_errors=True)
     todo = [i for i in images if not (base / i.roi_id / i.image_id / "metadata.json").is_file()]
-    bar = _progress_bar(progress, len(todo), "degrade")
+    bar = ProgressBar("degrade", len(todo), enabled=progress)
     skipped: list[str] = []
     n_written = 0
     factor = loaded.psf.factor
@@ -1065,8 +1051,7 @@ def run_degrade(
             if not np.isfinite(hr).all():
                 skipped.append(str(img.path))
                 logger.warning("skipping %s: it has nodata pixels", img.path)
-                if bar is not None:
-                    bar[0].advance(bar[1])
+                bar.advance()
                 continue
             with atomic_folder(base / img.roi_id / img.image_id) as tmp:
                 transform = info["transform"]
@@ -1117,11 +1102,9 @@ def run_degrade(
                 }
                 (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
             n_written += 1
-            if bar is not None:
-                bar[0].advance(bar[1])
+            bar.advance()
     finally:
-        if bar is not None:
-            bar[0].stop()
+        bar.close()
     return DegradeSummary(
         out_dir=out,
         n_images=len(images),

@@ -46,6 +46,7 @@ from harvest.config import Recipe, config_hash
 from harvest.errors import HarvestError, InputFileError
 from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids
 from harvest.pairing import PairCandidate
+from harvest.progress import ProgressBar
 from harvest.qa import QaResult, QaThresholds, block_mean, evaluate_chip
 from harvest.qa import correct_shift as shift_lr
 from harvest.read import RasterioReader, Reader, Signer, gdal_env_options
@@ -532,38 +533,24 @@ def _as_jobs(pairs: Any) -> list[FetchJob]:
 
 
 class _Progress:
-    """A rich progress bar with chips/s and kept/rejected/failed counts (or nothing)."""
+    """The fetch / QA progress bar: chips/s and kept/rejected/failed counts (or nothing)."""
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.counts = {KEPT: 0, REJECTED: 0, FAILED: 0}
         self.started = time.perf_counter()
-        self.bar: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TextColumn("{task.fields[counts]}"),
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total, rate="", counts="")
+        self.bar = ProgressBar(label, total, enabled=enabled)
 
     def update(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
-        if self.bar is None:
+        if not self.bar.enabled:
             return
         n = sum(self.counts.values())
         rate = n / max(time.perf_counter() - self.started, 1e-9)
         counts = " ".join(f"{k} {v}" for k, v in self.counts.items())
-        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} chips/s", counts=counts)
+        self.bar.advance(info=f"{rate:.1f} chips/s  {counts}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 def _run_tasks(

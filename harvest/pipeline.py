@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harvest import __version__
 from harvest.errors import ConfigError, InputFileError, SamplingError
+from harvest.progress import ProgressBar
 
 if TYPE_CHECKING:
     from harvest.catalog.base import Catalog
@@ -128,28 +127,8 @@ def run_sample(
             f"{cap.jamming_n}); ask for fewer ROIs or a smaller --min-distance-km"
         )
 
-    on_progress: Callable[[int], None] | None = None
-    bar: AbstractContextManager[Any] = nullcontext()
-    if progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        rich_bar = Progress(
-            TextColumn("sampling ROIs"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        task = rich_bar.add_task("sample", total=n)
-        on_progress = lambda done: rich_bar.update(task, completed=done)  # noqa: E731
-        bar = rich_bar
+    bar = ProgressBar("sampling ROIs", n, enabled=progress)
+    on_progress = (lambda done: bar.update(completed=done)) if bar.enabled else None
     with bar:
         result = sample_hardcore(
             reg.geometry,

@@ -53,6 +53,7 @@ from harvest.catalog.base import (
 from harvest.catalog.memory import filter_scenes
 from harvest.catalog.profiles import CollectionProfile, ProviderProfile, parse_item
 from harvest.errors import CatalogError
+from harvest.progress import ProgressBar
 
 logger = logging.getLogger(__name__)
 
@@ -616,24 +617,10 @@ class StacApiCatalog(HrefSigning):
                         continue
                     found.setdefault(scene.key, scene)
 
-        if progress and jobs:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            bar = Progress(
-                TextColumn("searching STAC API"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-            )
-            with bar:
-                task = bar.add_task("search", total=len(jobs))
-                for job in jobs:
-                    run_job(*job)
-                    bar.advance(task)
-        else:
+        with ProgressBar("searching STAC API", len(jobs), enabled=progress and bool(jobs)) as bar:
             for job in jobs:
                 run_job(*job)
+                bar.advance()
 
         scenes = filter_scenes(found.values(), request)
         counter = self._io.counter

@@ -72,6 +72,7 @@ from harvest.demo.truth import (
     load_truth,
 )
 from harvest.errors import DemoWorldError
+from harvest.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -1222,37 +1223,19 @@ def build_world(
         s.site_id: sum(1 for x in spec.scenes if x.site_id == s.site_id) for s in spec.sites
     }
 
-    bar = None
-    task = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=False,
-        )
-        bar.start()
-        task = bar.add_task("demo world: scenes", total=len(spec.scenes))
+    bar = ProgressBar("demo world: scenes", len(spec.scenes), enabled=progress)
     try:
         if n_workers <= 1 or len(spec.sites) <= 1:
             for s in spec.sites:
                 site = next(x for x in spec.sites if x.site_id == s.site_id)
                 renderer = _SiteRenderer(spec, site, root)
-
-                def tick() -> None:
-                    if bar is not None and task is not None:
-                        bar.advance(task)
-
-                results[s.site_id] = renderer.render_all(on_scene=tick)
+                results[s.site_id] = renderer.render_all(on_scene=bar.advance)
         else:
             # Heaviest sites (most scenes) first; each worker renders whole sites and reports
             # every finished scene through a queue for the progress bar.
             ctx = get_context("spawn")
             with ctx.Manager() as manager, ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
-                ticks = manager.Queue() if bar is not None else None
+                ticks = manager.Queue() if bar.enabled else None
                 futs = [
                     pool.submit(render_site, spec, s.site_id, str(root), ticks)
                     for s in sorted(spec.sites, key=lambda s: -n_scenes[s.site_id])
@@ -1265,11 +1248,9 @@ def build_world(
                         results[res.site.site_id] = res
                     while ticks is not None and not ticks.empty():
                         ticks.get()
-                        if bar is not None and task is not None:
-                            bar.advance(task)
+                        bar.advance()
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.close()
 
     site_truths = [results[s.site_id].site for s in spec.sites]
     scenes: list[Any] = []

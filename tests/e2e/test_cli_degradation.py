@@ -117,10 +117,12 @@ def test_degrade_with_sen2naip_and_a_plain_folder_of_geotiffs(
     out = tmp_path / "out"
     r = harvest(
         "degrade", str(hr_dir), "--model", "sen2naip", "-o", str(out),
-        "--methods", "statistical,deterministic", "--no-progress",
+        "--methods", "statistical,deterministic", "--progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("1 image degraded (statistical, deterministic)")
+    assert len(r.stdout.strip().splitlines()) == 1  # the bar went to stderr
+    assert "degrade" in r.stderr and "1/1" in r.stderr
     _check_image(out / "synthetic" / "tile_a" / "image", ("statistical", "deterministic"))
 
 

@@ -54,9 +54,12 @@ def _temporaries(folder: Path) -> list[Path]:
 def test_fetch_then_qa_with_other_thresholds(demo_world: Path, tmp_path: Path) -> None:
     ids = write_demo_pairs(demo_world, tmp_path / "pairs.parquet", [(0.0, 0.0)])
     args = ["fetch", "pairs.parquet", "--recipe", "sen2naip", "-o", "ds", "--no-progress"]
-    proc = harvest(*args, "--workers", "2", cwd=tmp_path)
+    proc = harvest(*args[:-1], "--progress", "--workers", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "4 kept, 3 rejected, 0 failed" in proc.stdout
+    # The bar goes to stderr (chips/s and counts); stdout holds the summary line only.
+    assert proc.stdout.startswith("4 kept, 3 rejected, 0 failed")
+    assert len(proc.stdout.strip().splitlines()) == 1
+    assert "7/7" in proc.stderr and "chips/s" in proc.stderr and "kept 4" in proc.stderr
     manifest = gpd.read_parquet(tmp_path / "ds" / "manifest.parquet")
     assert sorted(manifest["roi_id"]) == ids
     kept = sorted(p.name for p in (tmp_path / "ds" / "cross-sensor").iterdir())
