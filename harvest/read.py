@@ -94,6 +94,37 @@ def gdal_env(options: Mapping[str, Any] | None = None) -> Any:
     return rasterio.Env(**dict(gdal_env_options() if options is None else options))
 
 
+class LazyThreadPool:
+    """A thread pool started on first use and stopped by :meth:`close`; thread-safe.
+
+    What both readers fan their reads out with: a reader that never reads two things at once
+    starts no thread, and readers used from several threads at once start one pool.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[fn(x) for x in items]``, on the pool when there are two or more items."""
+        if len(items) <= 1 or self.size <= 1:
+            return [fn(x) for x in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
+            pool = self._pool
+        return list(pool.map(fn, items))
+
+    def close(self) -> None:
+        """Stop the threads (a later :meth:`map` starts new ones)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+
 # --------------------------------------------------------------------------------------------
 # Retries
 # --------------------------------------------------------------------------------------------
@@ -347,7 +378,7 @@ class RasterioReader:
 
     def __post_init__(self) -> None:
         self._cache = _DatasetCache(self.cache_size)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = LazyThreadPool(self.threads, "harvest-read")
 
     def __getstate__(self) -> dict[str, Any]:
         # Open handles and the pool stay in the process that made them.
@@ -360,9 +391,7 @@ class RasterioReader:
     def close(self) -> None:
         """Close the datasets this thread holds and stop the read pool."""
         self._cache.clear()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool.close()
 
     def _open(self, href: str) -> Any:
         return rasterio.open(self.sign(href) if self.sign else href)
@@ -409,13 +438,6 @@ class RasterioReader:
         with gdal_env(self.env_options):
             return with_retries(attempt, href, self.retry)
 
-    def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        if len(items) <= 1 or self.threads <= 1:
-            return [fn(x) for x in items]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="harvest-read")
-        return list(self._pool.map(fn, items))
-
     def read(
         self,
         assets: Mapping[str, AssetRef],
@@ -438,7 +460,7 @@ class RasterioReader:
 
         keys = list(files)
         if any(is_remote(href) for href, _ in keys):
-            arrays = self._map(read_file, keys)
+            arrays = self._pool.map(read_file, keys)
         else:
             arrays = [read_file(key) for key in keys]
         data = np.empty((len(refs), grid.height, grid.width), dtype=np.float32)

@@ -81,7 +81,8 @@ from harvest.catalog.profiles import (
 )
 from harvest.errors import AssetReadError, CatalogError, ReadError
 from harvest.grid import ChipGrid
-from harvest.read import ChipRead, band_refs, physical_chip
+from harvest.progress import ProgressBar
+from harvest.read import ChipRead, LazyThreadPool, band_refs, physical_chip
 
 logger = logging.getLogger(__name__)
 
@@ -736,13 +737,7 @@ class EarthEngineCatalog:
         features: list[tuple[CollectionProfile, dict[str, Any]]] = []
         n_pages = 0
 
-        bar = None
-        if progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("Earth Engine search", total=len(todo))
+        bar = ProgressBar("Earth Engine search", len(todo), enabled=progress)
         try:
             with ThreadPoolExecutor(max_workers=self._max_workers) as pool:
                 running: dict[Future[list[dict[str, Any]]], _Batch] = {
@@ -770,8 +765,7 @@ class EarthEngineCatalog:
                                     self._run_batch, half, request.max_cloud_pct, counter
                                 )
                                 running[future] = half
-                            if bar is not None:
-                                bar.update(task, total=(bar.tasks[0].total or 0) + 1)
+                            bar.update(total=bar.total + 1)
                             continue
                         except BaseException:
                             for other in running:
@@ -779,11 +773,9 @@ class EarthEngineCatalog:
                             raise
                         n_pages += 1
                         features.extend((batch.entry, f) for f in answer)
-                        if bar is not None:
-                            bar.advance(task)
+                        bar.advance()
         finally:
-            if bar is not None:
-                bar.stop()
+            bar.close()
 
         scenes = [
             scene
@@ -1060,8 +1052,7 @@ class EarthEngineReader:
             raise CatalogError(f"max_bands must be within 1-{EE_MAX_PIXELS_BANDS}")
         if self.max_split_depth < 0:
             raise CatalogError("max_split_depth must be >= 0")
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._pool = LazyThreadPool(self.max_concurrent, "harvest-ee-read")
         self._stats_lock = threading.Lock()
         self.n_requests = 0
         self.n_splits = 0
@@ -1076,10 +1067,7 @@ class EarthEngineReader:
 
     def close(self) -> None:
         """Stop the request pool."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
+        self._pool.close()
 
     # --- initialisation and the request ----------------------------------------------------------
 
@@ -1173,17 +1161,6 @@ class EarthEngineReader:
             return [part for half in halves for part in self._read_tile(
                 ee, half, grid, resampling, href)]  # fmt: skip
 
-    def _map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
-        if len(items) <= 1 or self.max_concurrent <= 1:
-            return [fn(x) for x in items]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.max_concurrent, thread_name_prefix="harvest-ee-read"
-                )
-            pool = self._pool
-        return list(pool.map(fn, items))
-
     def _read_bands(
         self, refs: Sequence[AssetRef], grid: ChipGrid, resampling: str
     ) -> npt.NDArray[np.float32]:
@@ -1210,7 +1187,9 @@ class EarthEngineReader:
                     max_bands=self.max_bands,
                 )
             )
-        parts = self._map(lambda th: self._read_tile(ee, th[0], grid, resampling, th[1]), tiles)
+        parts = self._pool.map(
+            lambda th: self._read_tile(ee, th[0], grid, resampling, th[1]), tiles
+        )
         # Stitch: every piece lands on its window of its image's bands.
         planes = {
             (image_id, band): np.full(grid.shape, np.nan, dtype=np.float32)
