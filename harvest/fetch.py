@@ -742,6 +742,8 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 def _warm_worker() -> None:
     """The imports a chip makes on first use, made before the first chip is timed."""
+    import zstandard  # noqa: F401  (harvest.cog imports it on a chip's first write)
+
     import harvest.qa  # noqa: F401  (scipy, OpenCV)
     import harvest.read  # noqa: F401  (rasterio, GDAL)
 
