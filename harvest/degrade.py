@@ -63,7 +63,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -77,7 +76,7 @@ import torch
 from harvest import __version__
 from harvest.errors import DegradeError
 from harvest.progress import ProgressBar
-from harvest.store import atomic_folder, atomic_write_bytes, is_temporary
+from harvest.store import atomic_folder, atomic_write_bytes, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -1029,9 +1028,7 @@ def run_degrade(
     out = Path(out_dir)
     base = out / SYNTHETIC_DIR
     base.mkdir(parents=True, exist_ok=True)
-    for stale in base.glob("*/.*"):
-        if is_temporary(stale):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_temporaries(base.iterdir())  # what a killed run left in the ROI folders
     todo = [i for i in images if not (base / i.roi_id / i.image_id / "metadata.json").is_file()]
     bar = ProgressBar("degrade", len(todo), enabled=progress)
     skipped: list[str] = []

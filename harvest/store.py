@@ -355,9 +355,17 @@ def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def clean_temporaries(out_dir: Path) -> int:
     """Delete what a killed run left under temporary names; returns how many were removed."""
+    subs = (CROSS_SENSOR_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR, ".")
+    return remove_temporaries(out_dir / sub for sub in subs)
+
+
+def remove_temporaries(folders: Iterable[Path]) -> int:
+    """Delete the temporary files and folders (:func:`is_temporary`) directly in ``folders``.
+
+    Folders that do not exist are skipped. Returns how many entries were removed.
+    """
     n = 0
-    for sub in (CROSS_SENSOR_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR, "."):
-        folder = out_dir / sub
+    for folder in folders:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():

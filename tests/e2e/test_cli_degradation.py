@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from harvest.store import is_temporary
+from harvest.store import TMP_MARK, is_temporary
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
 METHODS = ("statistical", "deterministic", "variational")
@@ -101,9 +101,15 @@ def test_degrade_with_the_fitted_model_writes_the_synthetic_layout_and_resumes(
         assert folder.name == naip_id
         _check_image(folder, METHODS)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    # What a killed run leaves in an ROI folder: a half-built image folder and a stray file.
+    roi = images[0].parent
+    (roi / f".{images[0].name}{TMP_MARK}123-0badcafe").mkdir()
+    (roi / f".notes.txt{TMP_MARK}123-0badcafe").write_text("half")
+    (roi / ".keep").write_text("not ours")
     again = harvest(*args, "--no-progress")
     assert again.returncode == 0 and "0 images degraded" in again.stdout
     assert "2 done before" in again.stdout
+    assert sorted(p.name for p in roi.iterdir() if p.name.startswith(".")) == [".keep"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == before
 
 
