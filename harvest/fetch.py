@@ -43,7 +43,7 @@ import shapely
 from harvest import __version__
 from harvest.catalog.base import AssetRef, SceneRef
 from harvest.config import Recipe, config_hash
-from harvest.errors import HarvestError, InputFileError
+from harvest.errors import ConfigError, HarvestError, InputFileError
 from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids
 from harvest.pairing import PairCandidate
 from harvest.progress import ProgressBar
@@ -559,11 +559,14 @@ def _run_tasks(
     split: Mapping[str, str],
     *,
     workers: int,
-    scheduler: str | None,
+    client: Any,
     on_done: Callable[[dict[str, Any]], None],
     reader: Reader | None,
 ) -> None:
-    if scheduler is None and workers <= 1:
+    """Run ``jobs`` in this process, on ``client``'s cluster, or on a new local cluster."""
+    if not jobs:
+        return  # no cluster to start for nothing
+    if client is None and workers <= 1:
         with _one_blas_thread():
             # Chips of one scene one after another: its open datasets stay in the cache.
             for job in scene_order(jobs):
@@ -571,14 +574,11 @@ def _run_tasks(
         return
     from distributed import Client, as_completed
 
-    # The scheduler and nannies log every start and stop at INFO: keep the CLI quiet.
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    cluster = None
-    if scheduler is None:
+    _quiet_distributed()
+    cluster = own_client = None
+    if client is None:
         cluster = local_cluster(workers)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
+        client = own_client = Client(cluster)
     try:
         # Imports that the first chip would otherwise pay for inside its timings (GDAL, scipy).
         client.run(_warm_worker)
@@ -617,9 +617,34 @@ def _run_tasks(
             for status in statuses:
                 on_done(status)
     finally:
-        client.close()
+        if own_client is not None:
+            own_client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_distributed() -> None:
+    # The scheduler and nannies log every start and stop at INFO: keep the CLI quiet.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+def connect_scheduler(address: str) -> Any:
+    """A Dask ``Client`` of the running scheduler at ``address``.
+
+    Raises:
+        ConfigError: the address is malformed or no scheduler answers there (one line, with
+            what to do).
+    """
+    from distributed import Client
+
+    _quiet_distributed()
+    try:
+        return Client(address)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {address} ({' '.join(str(exc).split())}): "
+            "start it or fix --scheduler, or use --workers N for a local cluster"
+        ) from exc
 
 
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
@@ -798,54 +823,60 @@ def run_fetch(
     Raises:
         InputFileError: unreadable pairs, repeated ROIs.
         StoreError: the folder belongs to another recipe.
+        ConfigError: no scheduler answers at ``scheduler`` (nothing is written then).
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = _as_jobs(pairs)
     counts = Counter(j.roi_id for j in jobs)
     if len(counts) != len(jobs):
         dup = sorted(i for i, k in counts.items() if k > 1)[:3]
         raise InputFileError(f"roi_id values must be unique; repeated: {', '.join(dup)}")
-    chash = config_hash(recipe)
-    check_run_file(out, recipe.name, chash)
-    clean_temporaries(out)
-    split = assign_split(
-        [j.roi_id for j in jobs],
-        [j.lon_deg for j in jobs],
-        [j.lat_deg for j in jobs],
-        seed=split_seed,
-    )
-    statuses = load_statuses(out)
-    if statuses:
-        # A resumed run first brings the manifest up to what the last (maybe killed) run did.
-        write_manifest(out, statuses)
-    pending = [j for j in jobs if not _finished(out, j.roi_id, statuses.get(j.roi_id, {}))]
-    settings = FetchSettings(
-        recipe=recipe,
-        out_dir=out,
-        thresholds=thresholds or QaThresholds(),
-        correct_shift=correct_shift,
-        env_options=dict(env_options) if env_options is not None else gdal_env_options(),
-        sign=sign,
-        config_hash=chash,
-        ee_project=ee_project,
-        ee_url=ee_url,
-    )
-    bar = _Progress(progress, len(pending), "fetch")
-    try:
-        _run_tasks(
-            pending,
-            settings,
-            split,
-            workers=workers,
-            scheduler=scheduler,
-            on_done=lambda st: bar.update(str(st["status"])),
-            reader=reader,
+    with contextlib.ExitStack() as stack:
+        # Reach the scheduler before anything is written: a wrong address leaves no folder.
+        client = None
+        if scheduler is not None:
+            client = stack.enter_context(contextlib.closing(connect_scheduler(scheduler)))
+        out.mkdir(parents=True, exist_ok=True)
+        chash = config_hash(recipe)
+        check_run_file(out, recipe.name, chash)
+        clean_temporaries(out)
+        split = assign_split(
+            [j.roi_id for j in jobs],
+            [j.lon_deg for j in jobs],
+            [j.lat_deg for j in jobs],
+            seed=split_seed,
         )
-    finally:
-        bar.close()
-    return _finish(out, len(jobs), len(jobs) - len(pending), len(pending), started)
+        statuses = load_statuses(out)
+        if statuses:
+            # A resumed run first brings the manifest up to what the last (maybe killed) run did.
+            write_manifest(out, statuses)
+        pending = [j for j in jobs if not _finished(out, j.roi_id, statuses.get(j.roi_id, {}))]
+        settings = FetchSettings(
+            recipe=recipe,
+            out_dir=out,
+            thresholds=thresholds or QaThresholds(),
+            correct_shift=correct_shift,
+            env_options=dict(env_options) if env_options is not None else gdal_env_options(),
+            sign=sign,
+            config_hash=chash,
+            ee_project=ee_project,
+            ee_url=ee_url,
+        )
+        bar = _Progress(progress, len(pending), "fetch")
+        try:
+            _run_tasks(
+                pending,
+                settings,
+                split,
+                workers=workers,
+                client=client,
+                on_done=lambda st: bar.update(str(st["status"])),
+                reader=reader,
+            )
+        finally:
+            bar.close()
+        return _finish(out, len(jobs), len(jobs) - len(pending), len(pending), started)
 
 
 def _finish(out: Path, n_total: int, n_before: int, n_run: int, started: float) -> FetchSummary:

@@ -78,6 +78,10 @@ def test_fetch_then_qa_with_other_thresholds(demo_world: Path, tmp_path: Path) -
     assert len(bad.stderr.strip().splitlines()) == 1
     missing = harvest("qa", "nowhere", cwd=tmp_path)
     assert missing.returncode == 1 and "harvest fetch" in missing.stderr
+    nowhere = harvest(*args[:5], "other", "--scheduler", "no-port-here", cwd=tmp_path)
+    assert nowhere.returncode == 1 and nowhere.stderr.startswith("error: cannot reach the Dask")
+    assert len(nowhere.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists()
 
 
 def test_killed_fetch_resumes_without_loss_or_duplicates(demo_world: Path, tmp_path: Path) -> None:

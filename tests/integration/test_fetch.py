@@ -366,6 +366,23 @@ def test_existing_scheduler_address_and_progress_bar(
         assert mine[job.roi_id]["sha256"]["HR.tif"] == serial[job.roi_id]["sha256"]["HR.tif"]
 
 
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "no-port-here"])
+def test_an_unreachable_scheduler_is_a_config_error_before_anything_is_written(
+    demo_world: Path, tmp_path: Path, address: str
+) -> None:
+    import dask
+
+    from harvest.errors import ConfigError
+
+    jobs = demo_jobs(demo_world)[:2]
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(ConfigError, match="cannot reach the Dask scheduler at .*--scheduler"),
+    ):
+        run_fetch(jobs, RECIPE, tmp_path / "ds", scheduler=address)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_repeated_roi_ids_are_a_one_line_input_error(demo_world: Path, tmp_path: Path) -> None:
     from harvest.errors import InputFileError
 
