@@ -7,8 +7,14 @@ modules are imported inside the commands so that ``harvest --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import signal
+import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +22,7 @@ import typer
 
 from degradation.errors import DegradationError
 from harvest import __version__
-from harvest.errors import HarvestError
+from harvest.errors import HarvestError, Interrupted
 
 log = logging.getLogger("harvest")
 
@@ -67,28 +73,91 @@ def _root(
         logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
+INTERRUPTED_MESSAGE = "interrupted: run the same command again to resume"
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while the CLI runs.
+
+    Not ``KeyboardInterrupt``: Typer turns that into a bare exit status, and SIGTERM would
+    otherwise kill the process without running the ``finally`` blocks that close a Dask
+    cluster and remove temporary names.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _is_network_error(exc: OSError) -> bool:
+    """Whether an OSError comes from a network call rather than a file the user named.
+
+    requests and urllib3 errors are OSErrors too; without this a refused token endpoint got
+    the hint about paths, permissions and free space.
+    """
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
+        return exc.filename is None
+    module = type(exc).__module__.split(".")[0]
+    return module in ("requests", "urllib3", "httplib2", "http", "google")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map errors to exit codes.
 
     Returns:
-        0 on success, 1 for bad input (a :class:`HarvestError`), 2 for bad usage, 130 when
-        interrupted.
+        0 on success, 1 for bad input (a :class:`HarvestError`), 2 for bad usage, 75 when
+        another run holds the output folder (:class:`FolderLockedError`), 130 when
+        interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
     """
     args = sys.argv[1:] if argv is None else argv
     _state["verbose"] = any(a in ("-v", "--verbose") for a in args)
     try:
-        app(args=args, prog_name="harvest", standalone_mode=False)
+        with _signals_interrupt():
+            code = app(args=args, prog_name="harvest", standalone_mode=False)
+        if isinstance(code, int) and code == 130:
+            # A KeyboardInterrupt that Typer caught itself (outside the main thread's handler).
+            typer.echo(INTERRUPTED_MESSAGE, err=True)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code)
+    except Interrupted as exc:
+        typer.echo(INTERRUPTED_MESSAGE, err=True)
+        return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted: finished work is kept; run the same command to resume", err=True)
+        typer.echo(INTERRUPTED_MESSAGE, err=True)
         return 130
     except (HarvestError, DegradationError) as exc:
         if _state["verbose"]:
             log.exception("details")
         typer.echo(f"error: {exc}", err=True)
-        return 1
+        # FolderLockedError has its own status (75: busy, try later); the others are 1.
+        code = getattr(exc, "exit_code", 1)
+        return code if isinstance(code, int) and not isinstance(code, bool) else 1
     except OSError as exc:
+        if _is_network_error(exc):
+            if _state["verbose"]:
+                log.exception("details")
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            typer.echo(
+                f"error: network error ({type(exc).__name__}: {reason}); check the network "
+                "connection and the service's address, then run the same command again",
+                err=True,
+            )
+            return 1
         # A path the user gave cannot be read or written (missing folder, permissions, full
         # disk): their input or machine, not a bug, so one line as for any bad input.
         if _state["verbose"]:
@@ -96,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         reason = exc.strerror or str(exc)
         hint = "check the path, its permissions and free space"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free space on the output folder's disk, then run the same command to resume"
         typer.echo(f"error: cannot access{where}: {reason}; {hint}", err=True)
         return 1
     except Exception as exc:
@@ -161,6 +232,17 @@ def sample(
     )
 
 
+_Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        help="Seconds to wait for one answer of a catalog or remote file (default: 20; a "
+        "server that never answers fails after two such waits).",
+    ),
+]
+
+
 @app.command()
 def search(
     rois: Annotated[Path, typer.Argument(help="ROI table (GeoParquet from 'harvest sample').")],
@@ -190,6 +272,7 @@ def search(
         str | None,
         typer.Option(help="Earth Engine project (default: $EE_PROJECT, $GOOGLE_CLOUD_PROJECT)."),
     ] = None,
+    timeout: _Timeout = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
 ) -> None:
     """Find (LR, HR) acquisition pairs for every ROI and write them as GeoParquet."""
@@ -205,12 +288,14 @@ def search(
         profile=profile,
         ee_project=ee_project or default_project(os.environ),
         demo_world=os.environ.get(DEMO_WORLD_ENV),
+        timeout_s=timeout,
     )
     summary = run_search(
         rois,
         recipe=recipe,
         catalog=opened.catalog,
         catalog_name=catalog,
+        catalog_kind=opened.kind,
         output=output,
         start=first,
         end=last,
@@ -319,6 +404,16 @@ def fetch(
             "https://earthengine-highvolume.googleapis.com (default: the standard one)."
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Read hrefs of a remote catalog on this HOST or HOST:PORT even though it is "
+            "loopback, private or link-local (repeatable; also $HARVEST_ALLOW_HOSTS, comma "
+            "separated).",
+        ),
+    ] = None,
+    timeout: _Timeout = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Read, quality-check and write LR/HR chips (SEN2NAIP layout); resumes an existing folder."""
@@ -328,8 +423,10 @@ def fetch(
     from harvest.config import load_recipe
     from harvest.errors import InputFileError
     from harvest.fetch import qa_thresholds, run_fetch
+    from harvest.hrefs import ALLOW_HOSTS_ENV, parse_allowed_hosts
     from harvest.tables import read_pairs
 
+    allowed = parse_allowed_hosts([*(allow_host or []), os.environ.get(ALLOW_HOSTS_ENV, "")])
     rec = load_recipe(recipe)
     table = read_pairs(pairs)
     if table.metadata.recipe != rec.name:
@@ -341,7 +438,7 @@ def fetch(
     if table.metadata.provider == "planetary-computer":
         from harvest.catalog.stac_api import planetary_computer_signer
 
-        sign = planetary_computer_signer()
+        sign = planetary_computer_signer(timeout)
     summary = run_fetch(
         table,
         rec,
@@ -357,6 +454,8 @@ def fetch(
         split_seed=split_seed,
         ee_project=ee_project or default_project(os.environ),
         ee_url=ee_url,
+        allow_hosts=allowed,
+        timeout_s=timeout,
     )
     fetched = summary.n_total > summary.n_done_before
     rate = f"{summary.chips_per_s:.1f} chips/s" if fetched else "nothing left to fetch"
@@ -364,6 +463,8 @@ def fetch(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed "
         f"({summary.n_done_before} done before; {rate}); manifest {summary.manifest}"
     )
+    for line in summary.failure_lines():  # once per error kind, not once per chip
+        typer.echo(line, err=True)
 
 
 @app.command()
@@ -388,6 +489,8 @@ def qa(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed; "
         f"manifest {summary.manifest}"
     )
+    for line in summary.failure_lines():
+        typer.echo(line, err=True)
 
 
 degradation_app = typer.Typer(

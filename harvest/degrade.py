@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import logging
 import os
@@ -74,7 +75,10 @@ import numpy as np
 import torch
 
 from harvest import __version__
+from harvest.diskio import write_file
 from harvest.errors import DegradeError
+from harvest.ids import check_id, is_inside
+from harvest.lock import dataset_lock_path, folder_lock, sibling_lock_path
 from harvest.progress import ProgressBar
 from harvest.store import atomic_folder, atomic_write_bytes, remove_temporaries
 
@@ -656,12 +660,14 @@ def write_model_folder(
     with atomic_folder(final) as tmp:
         gamma = GammaModel.from_samples(fit.gammas) if len(fit.gammas) >= 2 else None
         nm = fit.noise_matrix
-        np.savez(
+        _write_npz(
             tmp / "noise.npz",
-            reflectance_edges=nm.reflectance_edges,
-            noise_values=nm.noise_values,
-            probabilities=nm.probabilities,
-            n_samples=nm.n_samples,
+            {
+                "reflectance_edges": nm.reflectance_edges,
+                "noise_values": nm.noise_values,
+                "probabilities": nm.probabilities,
+                "n_samples": np.asarray(nm.n_samples),
+            },
         )
         card: dict[str, Any] = {
             "format": CARD_FORMAT,
@@ -682,10 +688,10 @@ def write_model_folder(
             "vae": None,
         }
         if unet is not None:
-            torch.save(unet.state_dict(), tmp / "unet.pt")
+            _write_torch(tmp / "unet.pt", unet.state_dict())
             card["unet"] = {"file": "unet.pt", "format": "state_dict", "arch": unet.arch()}
         if vae is not None:
-            torch.save(vae.state_dict(), tmp / "vae.pt")
+            _write_torch(tmp / "vae.pt", vae.state_dict())
             card["vae"] = {
                 "file": "vae.pt",
                 "arch": {
@@ -716,7 +722,7 @@ def write_model_folder(
         }
         card["metrics"] = dict(metrics)
         card["versions"] = _versions()
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        write_file(tmp / CARD_NAME, (json.dumps(card, indent=2) + "\n").encode())
     return final
 
 
@@ -793,7 +799,45 @@ def run_fit(
 
     Returns:
         A :class:`FitSummary`.
+
+    Raises:
+        DegradeError: no usable pairs, an unknown network, split or shift mode.
+        FolderLockedError: another run is writing ``out_dir`` (checked before any work).
+        DiskWriteError: the disk is full or failing.
     """
+    # One run per model folder (harvest.lock), taken before the minutes of fitting. The lock
+    # file sits beside the folder: the folder itself is replaced in one rename.
+    with folder_lock(out_dir, sibling_lock_path(out_dir)):
+        return _run_fit(
+            pairs_dir,
+            out_dir,
+            train=train,
+            split=split,
+            seed=seed,
+            shift=shift,
+            iterations=iterations,
+            unet_epochs=unet_epochs,
+            vae_epochs=vae_epochs,
+            name=name,
+            progress=progress,
+        )
+
+
+def _run_fit(
+    pairs_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    train: Sequence[str] = (),
+    split: str = "train",
+    seed: int = 0,
+    shift: str = "scene",
+    iterations: int = 2,
+    unet_epochs: int = 30,
+    vae_epochs: int = 200,
+    name: str | None = None,
+    progress: bool = False,
+) -> FitSummary:
+    """:func:`run_fit` once the model folder's lock is held."""
     from degradation.pretrained import load_model_folder
 
     started = time.perf_counter()
@@ -882,8 +926,11 @@ class HRImage:
 def find_hr_images(hr_dir: str | os.PathLike[str]) -> list[HRImage]:
     """The HR GeoTIFFs under ``hr_dir`` and their output names (see the module doc).
 
+    Both names become folder names: each must be a safe id (:mod:`harvest.ids`).
+
     Raises:
         DegradeError: if the folder is missing or holds no GeoTIFF.
+        UnsafeIdError: a folder or file name, or a chip's ``naip_id``, is not a safe id.
     """
     root = Path(hr_dir)
     if not root.is_dir():
@@ -899,17 +946,30 @@ def find_hr_images(hr_dir: str | os.PathLike[str]) -> list[HRImage]:
     )
     cross = [p for p in found if p.name == "HR.tif"]
     images: list[HRImage] = []
+    rename = "rename it (these names become output folder names)"
+    bad_naip = "correct it in that metadata.json (it names the output folder) or move the chip out"
     for p in cross or found:
         if p.name == "HR.tif" and p.parent.name in ("early", "late"):
-            images.append(HRImage(p, p.parent.parent.name, p.parent.name))
+            roi_dir = p.parent.parent
+            roi = check_id(
+                _folder_name(roi_dir), field="folder name", where=str(roi_dir), fix=rename
+            )
+            images.append(HRImage(p, roi, p.parent.name))
         elif p.name == "HR.tif":
-            image_id = "image"
+            roi = check_id(
+                _folder_name(p.parent), field="folder name", where=str(p.parent), fix=rename
+            )
+            image_id: object = "image"
             meta = p.parent / "metadata.json"
             if meta.is_file():
-                image_id = str(json.loads(meta.read_text()).get("naip_id") or "image")
-            images.append(HRImage(p, p.parent.name, image_id))
+                image_id = _read_json(meta).get("naip_id") or "image"
+                if isinstance(image_id, int) and not isinstance(image_id, bool):
+                    image_id = str(image_id)
+            naip = check_id(image_id, field="naip_id", where=str(meta), fix=bad_naip)
+            images.append(HRImage(p, roi, naip))
         else:
-            images.append(HRImage(p, p.stem, "image"))
+            roi = check_id(p.stem, field="file name", where=str(p), fix=rename)
+            images.append(HRImage(p, roi, "image"))
     if not images:
         raise DegradeError(
             f"no HR images (*.tif) under {root}; give a folder of 4-band HR GeoTIFFs or a "
@@ -919,6 +979,21 @@ def find_hr_images(hr_dir: str | os.PathLike[str]) -> list[HRImage]:
     if len(set(keys)) != len(keys):
         raise DegradeError(f"{root}: two HR images map to one output folder; rename them")
     return images
+
+
+def _folder_name(folder: Path) -> str:
+    # The name of "." is "": name the folder by its absolute path instead.
+    return Path(os.path.abspath(folder)).name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DegradeError(f"cannot read {path}: {exc}; fix or remove the file") from None
+    if not isinstance(loaded, dict):
+        raise DegradeError(f"{path} does not hold a JSON object; fix or remove the file")
+    return loaded
 
 
 def _reflectance(data: np.ndarray, dtype: str, path: Path) -> np.ndarray:
@@ -949,10 +1024,28 @@ def _write_tif(
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(data.astype(np.float32))
-        for i, b in enumerate(bands, start=1):
-            ds.set_band_description(i, b)
+    # Encoded in memory, written with one guarded write: GDAL reports a full disk as a
+    # generic write error, harvest.diskio as one naming the file (and the run stops).
+    with rasterio.MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(data.astype(np.float32))
+            for i, b in enumerate(bands, start=1):
+                ds.set_band_description(i, b)
+        write_file(path, mem.read())
+
+
+def _write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` through one guarded write (torch reports a full disk as a RuntimeError)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_file(path, buf.getvalue())
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` through one guarded write (a full disk names the file and stops the run)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    write_file(path, buf.getvalue())
 
 
 def _image_seed(seed: int, key: str, method_index: int) -> int:
@@ -1002,8 +1095,9 @@ def run_degrade(
     Raises:
         DegradeError: missing folder, no images, a method the model cannot run, bad values.
         DegradationError: the model cannot be loaded.
+        FolderLockedError: another run is writing to ``out_dir``.
+        DiskWriteError: the disk is full or failing (the run stops there; rerun to resume).
     """
-    from degradation.harmonize.histogram import band_histograms
     from degradation.pipeline import Degrader
     from degradation.pretrained import load_model
 
@@ -1026,9 +1120,32 @@ def run_degrade(
             )
     degraders = {m: Degrader.from_model(loaded, mode=m) for m in methods}
     out = Path(out_dir)
+    # One run per folder (harvest.lock): a second run's start-up sweep below deleted the image
+    # folder the first run was building.
+    with folder_lock(out, dataset_lock_path(out)):
+        return _degrade_locked(
+            images, loaded, degraders, out, seed=seed, progress=progress, started=started
+        )
+
+
+def _degrade_locked(
+    images: Sequence[HRImage],
+    loaded: Any,
+    degraders: Mapping[str, Any],
+    out: Path,
+    *,
+    seed: int,
+    progress: bool,
+    started: float,
+) -> DegradeSummary:
+    """:func:`run_degrade` once the output folder's lock is held."""
+    from degradation.harmonize.histogram import band_histograms
+
+    methods = tuple(degraders)
     base = out / SYNTHETIC_DIR
     base.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(base.iterdir())  # what a killed run left in the ROI folders
+    # What a killed run left in the ROI folders (never through a link out of the output folder).
+    remove_temporaries(p for p in base.iterdir() if is_inside(p, out))
     todo = [i for i in images if not (base / i.roi_id / i.image_id / "metadata.json").is_file()]
     bar = ProgressBar("degrade", len(todo), enabled=progress)
     skipped: list[str] = []
@@ -1050,7 +1167,7 @@ def run_degrade(
                 logger.warning("skipping %s: it has nodata pixels", img.path)
                 bar.advance()
                 continue
-            with atomic_folder(base / img.roi_id / img.image_id) as tmp:
+            with atomic_folder(base / img.roi_id / img.image_id, root=out) as tmp:
                 transform = info["transform"]
                 lr_transform = transform * transform.scale(factor, factor)
                 bands = list(loaded.bands)
@@ -1074,7 +1191,7 @@ def run_degrade(
                         "lr_file": f"LR_{m}.tif",
                         "lr_shape": list(lr.shape),
                     }
-                np.savez(tmp / "histograms.npz", **hists)  # type: ignore[arg-type]
+                _write_npz(tmp / "histograms.npz", hists)
                 meta = {
                     "roi_id": img.roi_id,
                     "image_id": img.image_id,
@@ -1097,7 +1214,7 @@ def run_degrade(
                     "run_seed": seed,
                     "harvest_version": __version__,
                 }
-                (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+                write_file(tmp / "metadata.json", (json.dumps(meta, indent=2) + "\n").encode())
             n_written += 1
             bar.advance()
     finally:

@@ -26,10 +26,11 @@ import contextlib
 import hashlib
 import logging
 import math
+import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -43,13 +44,22 @@ import shapely
 from harvest import __version__
 from harvest.catalog.base import AssetRef, SceneRef
 from harvest.config import Recipe, config_hash
-from harvest.errors import ConfigError, HarvestError, InputFileError
+from harvest.errors import ConfigError, DiskWriteError, HarvestError, InputFileError
 from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids
+from harvest.hrefs import LOCAL_POLICY, AllowedHost, HrefPolicy
+from harvest.ids import check_id, check_ids
+from harvest.lock import dataset_lock_path, folder_lock
 from harvest.pairing import PairCandidate
 from harvest.progress import ProgressBar
 from harvest.qa import QaResult, QaThresholds, block_mean, evaluate_chip
 from harvest.qa import correct_shift as shift_lr
-from harvest.read import RasterioReader, Reader, Signer, gdal_env_options
+from harvest.read import (
+    RasterioReader,
+    Reader,
+    Signer,
+    gdal_env_options,
+    gdal_timeout_options,
+)
 from harvest.store import (
     LR_FILE,
     META_FILE,
@@ -142,10 +152,12 @@ def jobs_from_rows(rows: Iterable[PairRowLike]) -> list[FetchJob]:
 
     Raises:
         InputFileError: a ROI has two chosen pairs.
+        UnsafeIdError: a roi_id is not a safe id (:mod:`harvest.ids`): it names the chip folder.
     """
     jobs: list[FetchJob] = []
     seen: set[str] = set()
-    for row in rows:
+    for i, row in enumerate(rows, start=1):
+        check_id(row.roi_id, field="roi_id", where=f"pairs row {i}")
         if row.pair.rank != 0:
             continue
         if row.roi_id in seen:
@@ -184,6 +196,12 @@ class FetchSettings:
             None: the project of the credentials each worker finds.
         ee_url: Earth Engine endpoint for those reads (e.g. the high-volume one); None: the
             default.
+        href_policy: Which asset hrefs may be read (:mod:`harvest.hrefs`): everything for a
+            local catalog; for a remote one public URLs and the allow-listed hosts, through
+            the GDAL drivers of :data:`~harvest.hrefs.REMOTE_RASTER_DRIVERS` only. A refused
+            href fails its chip before anything is read.
+        timeout_s: Seconds to wait for one answer of Earth Engine (``--timeout``; None: the
+            reader's default). GDAL's HTTP timeouts travel in ``env_options``.
     """
 
     recipe: Recipe
@@ -195,6 +213,8 @@ class FetchSettings:
     config_hash: str = ""
     ee_project: str | None = None
     ee_url: str | None = None
+    href_policy: HrefPolicy = LOCAL_POLICY
+    timeout_s: float | None = None
 
 
 # One reader per worker process, so open datasets survive from one chip to the next.
@@ -202,10 +222,14 @@ _READERS: dict[tuple[Any, ...], RasterioReader] = {}
 
 
 def _worker_reader(settings: FetchSettings) -> RasterioReader:
-    key = (id(settings.sign), tuple(sorted((k, str(v)) for k, v in settings.env_options.items())))
+    drivers = settings.href_policy.raster_drivers
+    env = tuple(sorted((k, str(v)) for k, v in settings.env_options.items()))
+    key = (id(settings.sign), env, drivers)
     reader = _READERS.get(key)
     if reader is None:
-        reader = RasterioReader(sign=settings.sign, env_options=dict(settings.env_options))
+        reader = RasterioReader(
+            sign=settings.sign, env_options=dict(settings.env_options), drivers=drivers
+        )
         _READERS[key] = reader
     return reader
 
@@ -225,8 +249,17 @@ def _reader_for(
 
         if settings is None:
             return shared_reader()
-        return shared_reader(settings.ee_project, settings.ee_url)
+        if settings.timeout_s is None:
+            return shared_reader(settings.ee_project, settings.ee_url)
+        return shared_reader(settings.ee_project, settings.ee_url, settings.timeout_s)
     return default
+
+
+def _hrefs_read(job: FetchJob, recipe: Recipe) -> list[str]:
+    """The hrefs a chip reads: its LR bands and SCL, then its HR bands (those the scenes have)."""
+    lr, hr = job.pair.lr.assets, job.pair.hr.assets
+    wanted = [(lr, b) for b in (*recipe.lr.bands, SCL_BAND)] + [(hr, b) for b in recipe.hr.bands]
+    return [assets[band].href for assets, band in wanted if band in assets]
 
 
 def _saturation_value(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> float | None:
@@ -369,6 +402,9 @@ def process_chip(
         t0 = time.perf_counter()
         lr_assets = job.pair.lr.assets
         hr_assets = job.pair.hr.assets
+        # Before any read: a remote catalog's href to a local file or a private host fails
+        # the chip here, and no request is sent.
+        settings.href_policy.check_all(_hrefs_read(job, recipe))
         lr_rdr = _reader_for(lr_assets, rdr, reader, settings)
         lr = lr_rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
         scl_ref = lr_assets.get(SCL_BAND)
@@ -420,14 +456,17 @@ def process_chip(
             seconds_qa=t3 - t2,
             seconds_write=t4 - t3,
         )
+    except DiskWriteError:
+        raise  # a full or failing disk fails every later chip too: stop the run
     except Exception as exc:
-        # Chip-level failures are data, not crashes: the manifest names the cause.
+        # Chip-level failures are data, not crashes: the manifest names the cause. No log line
+        # here: the parent logs each failed chip at debug level and sums them up per kind.
         kind = type(exc).__name__ if not isinstance(exc, HarvestError) else "HarvestError"
-        logger.warning("chip %s failed: %s", job.roi_id, exc)
         status.update(
             status=FAILED,
             reasons="",
             error=f"{kind}: {' '.join(str(exc).split())}"[:500],
+            error_kind=type(exc).__name__,
             folder=None,
         )
     status.update(started_at=started_at, finished_at=_utc_now())
@@ -467,6 +506,40 @@ def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
 
 
 @dataclass(frozen=True)
+class FailureKind:
+    """The failed chips of one kind of error (the exception's class), with one example.
+
+    Attributes:
+        kind: The error's class name (``AssetReadError``, ``KilledWorker``, ...).
+        count: Failed chips with that error.
+        example_roi: The first of them (by roi_id).
+        example_error: Its recorded error message.
+    """
+
+    kind: str
+    count: int
+    example_roi: str
+    example_error: str
+
+
+def failure_kinds(statuses: Mapping[str, Mapping[str, Any]]) -> tuple[FailureKind, ...]:
+    """Failed chips grouped by error kind, most frequent first (ties by name)."""
+    groups: dict[str, list[str]] = {}
+    for roi_id in sorted(statuses):
+        st = statuses[roi_id]
+        if st.get("status") != FAILED:
+            continue
+        error = str(st.get("error") or "")
+        # Status files written before error_kind existed: the kind prefixes the error.
+        kind = str(st.get("error_kind") or error.split(":", 1)[0] or "unknown")
+        groups.setdefault(kind, []).append(roi_id)
+    return tuple(
+        FailureKind(kind, len(ids), ids[0], str(statuses[ids[0]].get("error") or ""))
+        for kind, ids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    )
+
+
+@dataclass(frozen=True)
 class FetchSummary:
     """What a fetch (or QA) run did.
 
@@ -480,6 +553,7 @@ class FetchSummary:
         n_failed: Failed chips after the run.
         seconds: Wall time of the run.
         chips_per_s: Chips processed by this run per second.
+        failures: The failed chips after the run, per error kind (:func:`failure_kinds`).
     """
 
     out_dir: Path
@@ -491,6 +565,26 @@ class FetchSummary:
     n_failed: int
     seconds: float
     chips_per_s: float
+    failures: tuple[FailureKind, ...] = ()
+
+    def failure_lines(self, width: int = 160) -> list[str]:
+        """The failed chips summed up: a heading and one line per error kind (none if none).
+
+        Args:
+            width: Longest line; the example error is shortened to fit.
+        """
+        if not self.failures:
+            return []
+        n = sum(f.count for f in self.failures)
+        lines = [
+            f"warning: {n} chip{'' if n == 1 else 's'} failed; the error column of "
+            f"{self.manifest} has each one (rerun with -v to see them as they fail; failed "
+            "chips are retried):"
+        ]
+        for f in self.failures:
+            line = f"  {f.count} x {f.kind}, e.g. {f.example_roi}: {f.example_error}"
+            lines.append(line if len(line) <= width else line[: width - 3] + "...")
+        return lines
 
 
 def qa_thresholds(
@@ -607,6 +701,11 @@ def _run_tasks(
             batch = futures[fut]
             try:
                 statuses = fut.result()
+            except DiskWriteError:
+                # The disk is full or failing: every queued chip would fail the same way, and
+                # an external cluster would go on running them after we are gone.
+                client.cancel(list(futures))
+                raise
             except Exception as exc:
                 # A worker died under the task (KilledWorker) or the task could not run: the
                 # chips it finished have their status on disk, the others fail.
@@ -676,7 +775,7 @@ def local_cluster(workers: int) -> Any:
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({**WORKER_MALLOC_ENV, **QUIET_CLUSTER_CONFIG}):
+    with dask.config.set({**WORKER_MALLOC_ENV, **QUIET_CLUSTER_CONFIG}), _children_ignore_sigint():
         return LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -688,6 +787,26 @@ def local_cluster(workers: int) -> Any:
             scheduler_kwargs={"dashboard_address": ":0"},
             silence_logs=logging.ERROR,
         )
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Processes started inside the block ignore SIGINT (an ignored signal survives ``exec``).
+
+    Ctrl-C in a terminal signals the whole foreground process group: without this every
+    worker printed its own KeyboardInterrupt traceback (about 60 lines for two workers) while
+    the parent was already shutting the cluster down. The parent alone handles the interrupt
+    and closes the cluster, which stops the workers. A Ctrl-C during the cluster's start-up
+    (a second or two) is ignored too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def scene_order(jobs: Sequence[FetchJob]) -> list[FetchJob]:
@@ -746,6 +865,7 @@ def _recorded_or_failed(
         "status": FAILED,
         "reasons": "",
         "error": f"{type(exc).__name__}: {exc}"[:500],
+        "error_kind": type(exc).__name__,
     }
     write_status(out_dir, job.roi_id, status)
     return status
@@ -796,6 +916,9 @@ def run_fetch(
     reader: Reader | None = None,
     ee_project: str | None = None,
     ee_url: str | None = None,
+    allow_hosts: Sequence[str | AllowedHost] = (),
+    href_policy: HrefPolicy | None = None,
+    timeout_s: float | None = None,
 ) -> FetchSummary:
     """Fetch, check and write every chip of a pairs table; resumable (module docstring).
 
@@ -816,18 +939,37 @@ def run_fetch(
         ee_project: Google Cloud project for Earth Engine reads (``ee://`` assets); None: the
             project of the credentials (the CLI passes ``$EE_PROJECT``).
         ee_url: Earth Engine endpoint for those reads; None: the default.
+        allow_hosts: Hosts (``HOST`` or ``HOST:PORT``) whose hrefs are read even though they
+            are loopback, private or link-local and the pairs come from a remote catalog.
+        href_policy: Which hrefs may be read; None: that of the pairs table's catalog
+            (:attr:`harvest.tables.SearchMetadata.kind`) with ``allow_hosts``, or everything
+            for jobs and rows given directly (the caller made them).
+        timeout_s: Seconds to wait for one answer of a remote file or of Earth Engine
+            (``--timeout``): GDAL's read timeout (its connect timeout at most 10 s) and the
+            Earth Engine deadline. None: :data:`harvest.read.GDAL_REMOTE_OPTIONS`' and the
+            Earth Engine reader's defaults.
 
     Returns:
         A :class:`FetchSummary`.
 
     Raises:
         InputFileError: unreadable pairs, repeated ROIs.
+        UnsafeIdError: a roi_id is not a safe id (nothing is written then).
         StoreError: the folder belongs to another recipe.
         ConfigError: no scheduler answers at ``scheduler`` (nothing is written then).
     """
     started = time.perf_counter()
     out = Path(out_dir)
+    if isinstance(pairs, (str, Path)):
+        from harvest.tables import read_pairs
+
+        pairs = read_pairs(pairs)
     jobs = _as_jobs(pairs)
+    policy = href_policy or _href_policy(pairs, allow_hosts)
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"--timeout {timeout_s} must be > 0 seconds")
+    # Every roi_id names a folder under out: checked before the folder is even created.
+    check_ids((j.roi_id for j in jobs), field="roi_id", source="fetch jobs")
     counts = Counter(j.roi_id for j in jobs)
     if len(counts) != len(jobs):
         dup = sorted(i for i, k in counts.items() if k > 1)[:3]
@@ -837,6 +979,9 @@ def run_fetch(
         client = None
         if scheduler is not None:
             client = stack.enter_context(contextlib.closing(connect_scheduler(scheduler)))
+        # One run per folder, before anything is written or swept (harvest.lock): a second
+        # run's clean-up would delete this one's temporary names, its chips mix with ours.
+        stack.enter_context(folder_lock(out, dataset_lock_path(out)))
         out.mkdir(parents=True, exist_ok=True)
         chash = config_hash(recipe)
         check_run_file(out, recipe.name, chash)
@@ -857,11 +1002,17 @@ def run_fetch(
             out_dir=out,
             thresholds=thresholds or QaThresholds(),
             correct_shift=correct_shift,
-            env_options=dict(env_options) if env_options is not None else gdal_env_options(),
+            env_options={
+                **(dict(env_options) if env_options is not None else gdal_env_options()),
+                **policy.gdal_options,
+                **gdal_timeout_options(timeout_s),
+            },
             sign=sign,
             config_hash=chash,
             ee_project=ee_project,
             ee_url=ee_url,
+            href_policy=policy,
+            timeout_s=timeout_s,
         )
         bar = _Progress(progress, len(pending), "fetch")
         try:
@@ -871,12 +1022,32 @@ def run_fetch(
                 split,
                 workers=workers,
                 client=client,
-                on_done=lambda st: bar.update(str(st["status"])),
+                on_done=lambda st: _chip_done(st, bar),
                 reader=reader,
             )
         finally:
             bar.close()
         return _finish(out, len(jobs), len(jobs) - len(pending), len(pending), started)
+
+
+def _href_policy(pairs: Any, allow_hosts: Sequence[str | AllowedHost]) -> HrefPolicy:
+    """The href policy of a pairs table's catalog; read everything for jobs given directly.
+
+    Raises:
+        ConfigError: an allow-list entry is not a host, or the table's catalog kind is unknown.
+    """
+    meta = getattr(pairs, "metadata", None)
+    kind = getattr(meta, "kind", None)
+    if meta is None or kind is None:
+        return HrefPolicy.for_catalog("stac-geoparquet", allow_hosts)
+    return HrefPolicy.for_catalog(kind, allow_hosts)
+
+
+def _chip_done(status: Mapping[str, Any], bar: _Progress) -> None:
+    if status.get("status") == FAILED:
+        # Details only with -v: the end of the run sums failures up per kind (FetchSummary).
+        logger.debug("chip %s failed: %s", status.get("roi_id"), status.get("error"))
+    bar.update(str(status["status"]))
 
 
 def _finish(out: Path, n_total: int, n_before: int, n_run: int, started: float) -> FetchSummary:
@@ -896,6 +1067,7 @@ def _finish(out: Path, n_total: int, n_before: int, n_run: int, started: float) 
         n_failed=counts[FAILED],
         seconds=seconds,
         chips_per_s=n_run / seconds if seconds > 0 else math.nan,
+        failures=failure_kinds(statuses),
     )
 
 
@@ -913,14 +1085,27 @@ def run_qa(
 
     Raises:
         StoreError: ``out_dir`` holds no fetched dataset.
+        FolderLockedError: another run (fetch, qa, degrade) is using ``out_dir``.
+        DiskWriteError: the disk is full or failing (the run stops there).
     """
     from harvest.errors import StoreError
-    from harvest.store import atomic_write_bytes, json_bytes
+    from harvest.store import RUN_FILE
 
     started = time.perf_counter()
     out = Path(out_dir)
-    if not (out / ".harvest").is_dir():
+    # run.json, not .harvest/: a folder that was only locked (by degrade) has .harvest/ too.
+    if not (out / RUN_FILE).is_file():
         raise StoreError(f"{out} is not a fetched dataset folder: run 'harvest fetch' first")
+    with folder_lock(out, dataset_lock_path(out)):
+        return _run_qa_locked(out, thresholds, progress=progress, started=started)
+
+
+def _run_qa_locked(
+    out: Path, thresholds: QaThresholds | None, *, progress: bool, started: float
+) -> FetchSummary:
+    """:func:`run_qa` once the folder's lock is held."""
+    from harvest.store import atomic_write_bytes, json_bytes
+
     clean_temporaries(out)
     t = thresholds or QaThresholds()
     statuses = load_statuses(out)

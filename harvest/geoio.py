@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harvest.errors import InputFileError
+from harvest.ids import check_ids
 
 GEOPARQUET_VERSION = "1.1.0"
 HARVEST_METADATA_KEY = b"harvest"
@@ -145,6 +146,8 @@ def read_roi_points(path: Path) -> RoiPoints:
 
     Raises:
         InputFileError: The file is missing, unreadable, not GeoParquet, or not a ROI table.
+        UnsafeIdError: A ``roi_id`` is not a safe id (:mod:`harvest.ids`): it would become a
+            folder name.
     """
     hint = "give a rois.parquet written by 'harvest sample'"
     require_input_file(path, "ROI table", hint)
@@ -165,10 +168,24 @@ def read_roi_points(path: Path) -> RoiPoints:
     geom = frame.geometry
     if len(frame) and (geom.isna().any() or not (geom.geom_type == "Point").all()):
         raise InputFileError(f"ROI table {path} must hold one point per row; {hint}")
+    # Integer ids read as their digits; a missing (None, NaN) or other non-text id is refused.
+    ids = [
+        str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+        for v in frame["roi_id"].tolist()
+    ]
+    check_ids(ids, field="roi_id", source=path)
     if not frame.crs.equals("EPSG:4326"):
         geom = geom.to_crs("EPSG:4326")
-    return RoiPoints(
-        roi_id=tuple(str(v) for v in frame["roi_id"].tolist()),
-        lon_deg=np.asarray(geom.x, dtype=np.float64),
-        lat_deg=np.asarray(geom.y, dtype=np.float64),
-    )
+    lon = np.asarray(geom.x, dtype=np.float64)
+    lat = np.asarray(geom.y, dtype=np.float64)
+    # Out-of-range or non-finite coordinates otherwise surfaced much later as a GEOS or pyproj
+    # traceback from the chip grid.
+    bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputFileError(
+            f"ROI table {path}: row {i} (roi_id {ids[i]}) lies at lon {lon[i]:g}, lat "
+            f"{lat[i]:g}, outside -180..180 / -90..90 ({int(bad.sum())} such rows); fix the "
+            "coordinates (longitude first) or the table's CRS"
+        )
+    return RoiPoints(roi_id=tuple(str(v) for v in ids), lon_deg=lon, lat_deg=lat)

@@ -278,6 +278,7 @@ def run_demo(
                 recipe=recipe_name,
                 catalog=opened.catalog,
                 catalog_name=opened.name,
+                catalog_kind=opened.kind,
                 output=target,
                 all_candidates=False,
                 progress=progress,
@@ -410,6 +411,7 @@ def open_catalog(
     profile: str | None = None,
     ee_project: str | None = None,
     demo_world: str | Path | None = None,
+    timeout_s: float | None = None,
 ) -> OpenedCatalog:
     """Build the backend a ``--catalog`` value names. No network I/O happens here.
 
@@ -422,14 +424,20 @@ def open_catalog(
         ee_project: Google Cloud project for Earth Engine (None: that of the credentials).
         demo_world: Demo world folder searched by ``demo`` (the CLI passes
             ``$HARVEST_DEMO_WORLD``).
+        timeout_s: Seconds to wait for one answer of a STAC API or Earth Engine (None: the
+            backends' defaults: a STAC API that does not answer fails after 2 x 20 s).
 
     Raises:
         ConfigError: unknown provider name, or ``demo`` without a world folder.
         CatalogError: the local source is not stac-geoparquet.
     """
     from harvest.catalog.profiles import known_profiles, load_profile
-    from harvest.catalog.stac_api import StacApiCatalog, planetary_computer_signer
+    from harvest.catalog.stac_api import RetryPolicy, StacApiCatalog, planetary_computer_signer
     from harvest.catalog.stac_parquet import StacParquetCatalog
+
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"--timeout {timeout_s} must be > 0 seconds")
+    policy = RetryPolicy.with_timeout(timeout_s)
 
     def parquet(source: Path, prof_name: str) -> OpenedCatalog:
         prof = load_profile(prof_name)
@@ -443,12 +451,15 @@ def open_catalog(
         if prof.kind == "earth-engine":
             from harvest.catalog.earthengine import EarthEngineCatalog
 
-            ee = EarthEngineCatalog(prof, project=ee_project)
+            if timeout_s is None:
+                ee = EarthEngineCatalog(prof, project=ee_project)
+            else:
+                ee = EarthEngineCatalog(prof, project=ee_project, deadline_s=timeout_s)
             return OpenedCatalog(ee, spec, "earth-engine", ee_project or "(default project)")
         if prof.kind == "stac-api":
             assert prof.stac_api_url is not None  # the profile model guarantees it
             sign = planetary_computer_signer() if prof.sign_hrefs else None
-            api = StacApiCatalog(prof.stac_api_url, prof, sign=sign)
+            api = StacApiCatalog(prof.stac_api_url, prof, sign=sign, policy=policy)
             return OpenedCatalog(api, spec, "stac-api", prof.stac_api_url)
         if demo_world is None or not str(demo_world).strip():
             raise ConfigError(
@@ -473,7 +484,8 @@ def open_catalog(
             profile = matches[0] if matches else "planetary-computer"
         prof = load_profile(profile)
         sign = planetary_computer_signer() if prof.sign_hrefs else None
-        return OpenedCatalog(StacApiCatalog(spec, prof, sign=sign), spec, "stac-api", spec)
+        api = StacApiCatalog(spec, prof, sign=sign, policy=policy)
+        return OpenedCatalog(api, spec, "stac-api", spec)
     path = Path(spec)
     if path.exists():
         default = "demo" if path.is_dir() and is_demo_world(path) else "planetary-computer"
@@ -502,6 +514,8 @@ class SearchSummary:
         start: First day searched.
         end: Last day searched.
         seconds: Wall time.
+        n_skipped_items: Catalog items skipped as unusable (bad geometry, bbox or fields),
+            each named in a warning.
     """
 
     output: Path
@@ -516,16 +530,19 @@ class SearchSummary:
     start: date
     end: date
     seconds: float
+    n_skipped_items: int = 0
 
     def line(self) -> str:
         """One-line human summary."""
         drops = ", ".join(f"{n} {r}" for r, n in self.dropped_by_reason) or "none"
         rows = f" ({self.n_rows} candidate rows)" if self.n_rows != self.n_paired else ""
+        n = self.n_skipped_items
+        skipped = f"; skipped {n} unusable catalog item{'s' if n != 1 else ''}" if n else ""
         return (
             f"paired {self.n_paired} of {self.n_rois} ROIs{rows} from {self.n_lr_scenes} LR and "
             f"{self.n_hr_scenes} HR scenes ({self.start}..{self.end}) in {self.n_requests} "
-            f"requests, {self.seconds:.1f} s; dropped: {drops}; wrote {self.output} and "
-            f"{self.dropped_output.name}"
+            f"requests, {self.seconds:.1f} s; dropped: {drops}{skipped}; wrote {self.output} "
+            f"and {self.dropped_output.name}"
         )
 
 
@@ -566,6 +583,7 @@ def run_search(
     catalog: Catalog,
     output: Path,
     catalog_name: str = "",
+    catalog_kind: str = "",
     start: date | None = None,
     end: date | None = None,
     all_candidates: bool = False,
@@ -585,6 +603,9 @@ def run_search(
         catalog: The backend to search (see :func:`open_catalog`).
         output: Pairs table to write.
         catalog_name: How the catalog was named, recorded in the metadata.
+        catalog_kind: :attr:`OpenedCatalog.kind`, recorded in the metadata: the fetch stage
+            restricts the hrefs of a remote catalog (:mod:`harvest.hrefs`). Empty: inferred
+            from the name (an http(s) URL or a remote provider is remote).
         start: First day to search (default: the recipe's start).
         end: Last day to search (default: the recipe's end, else today).
         all_candidates: Write every candidate pair with its rank, not only rank 0.
@@ -605,6 +626,7 @@ def run_search(
     from harvest.config import config_hash, load_recipe
     from harvest.geoio import read_roi_points
     from harvest.grid import grid_cells
+    from harvest.hrefs import infer_catalog_kind
     from harvest.pairing import RoiFootprint, pair_scenes
     from harvest.tables import PairRow, SearchMetadata, write_pairs
 
@@ -672,6 +694,7 @@ def run_search(
         recipe=rec.name,
         recipe_hash=config_hash(rec),
         catalog=catalog_name or catalog.provider,
+        catalog_kind=catalog_kind or infer_catalog_kind(catalog_name or catalog.provider),
         provider=catalog.provider,
         start=first.isoformat(),
         end=last.isoformat(),
@@ -698,4 +721,5 @@ def run_search(
         start=first,
         end=last,
         seconds=time.perf_counter() - started,
+        n_skipped_items=sum(r.stats.n_invalid for r in results),
     )

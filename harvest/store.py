@@ -49,8 +49,10 @@ import numpy as np
 import numpy.typing as npt
 
 from harvest.cog import encode_cog
+from harvest.diskio import write_file, write_guard
 from harvest.errors import StoreError
 from harvest.grid import ChipGrid
+from harvest.ids import check_id, ensure_inside, is_inside
 
 CROSS_SENSOR_DIR = "cross-sensor"
 REJECTED_DIR = "rejected"
@@ -62,6 +64,9 @@ TMP_MARK = ".tmp-"
 LR_FILE, HR_FILE, SCL_FILE, META_FILE = "LR.tif", "HR.tif", "SCL.tif", "metadata.json"
 
 EARTH_RADIUS_M = 6_371_008.8
+
+# The fix for a chip folder or status file harvest did not write (its name is no safe id).
+_FOREIGN = "harvest did not write it: move it out of the dataset folder and run again"
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,15 +93,17 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
             makes the write all-or-nothing for a killed process (the page cache outlives it);
             ``fsync`` only matters for an operating-system crash or power loss.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        # A full or failing disk stops the run with the path named (harvest.diskio).
+        with write_guard(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -170,8 +177,7 @@ def write_cog(
         zstd_level=1,
     )
     # Written and hashed from the same bytes (no re-read for checksums).
-    with open(path, "wb") as fh:
-        fh.write(blob)
+    write_file(path, blob)
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -184,11 +190,20 @@ class ChipFiles:
 
 
 def chip_folder(out_dir: Path, roi_id: str, kept: bool) -> Path:
-    """Where a chip lives: ``cross-sensor/`` when kept, ``rejected/`` otherwise."""
-    return out_dir / (CROSS_SENSOR_DIR if kept else REJECTED_DIR) / roi_id
+    """Where a chip lives: ``cross-sensor/`` when kept, ``rejected/`` otherwise.
+
+    Raises:
+        UnsafeIdError: ``roi_id`` is not a safe id (:mod:`harvest.ids`).
+        UnsafePathError: the folder resolves outside ``out_dir`` (a symbolic link).
+    """
+    check_id(roi_id, field="roi_id")
+    return ensure_inside(out_dir / (CROSS_SENSOR_DIR if kept else REJECTED_DIR) / roi_id, out_dir)
 
 
-def _remove_tree(path: Path) -> None:
+def _remove_tree(path: Path, root: Path | None) -> None:
+    # Never follow a path out of the output folder, even to delete (defence in depth).
+    if root is not None:
+        ensure_inside(path, root)
     # Rename first so a kill halfway through a deletion leaves only a temporary name behind.
     if not path.exists():
         return
@@ -198,23 +213,36 @@ def _remove_tree(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final: Path) -> Iterator[Path]:
+def atomic_folder(final: Path, *, root: Path | None = None) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final``, then rename it into place.
 
     Yields the temporary folder to fill. When the block completes, any older ``final`` is
     removed and the new folder takes its name in one ``os.replace``; when it raises, ``final``
     is left as it was and the temporary folder is deleted.
+
+    Args:
+        final: The folder to build.
+        root: The output folder ``final`` must resolve inside (checked before anything is
+            created or removed); None when ``final`` is itself the folder the user named.
+
+    Raises:
+        UnsafePathError: ``final`` resolves outside ``root``.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if root is not None:
+        ensure_inside(final, root)
     tmp = _tmp_name(final)
-    tmp.mkdir()
-    try:
-        yield tmp
-        _remove_tree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # A full or failing disk, here or in the block, stops the run naming the folder (a write
+    # in the block that names its own file wins: harvest.diskio).
+    with write_guard(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            _remove_tree(final, root)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_chip_folder(
@@ -237,7 +265,8 @@ def write_chip_folder(
     other folder (from an earlier run or QA pass) is removed.
     """
     final = chip_folder(out_dir, roi_id, kept)
-    with atomic_folder(final) as tmp:
+    other = chip_folder(out_dir, roi_id, not kept)  # checked before anything is written
+    with atomic_folder(final, root=out_dir) as tmp:
         sums = {
             LR_FILE: write_cog(
                 tmp / LR_FILE, lr.astype(np.float32, copy=False), lr_grid, lr_bands, np.nan
@@ -251,10 +280,10 @@ def write_chip_folder(
                 tmp / SCL_FILE, scl[None].astype(np.uint8), lr_grid, ["SCL"], 0
             )
         meta_bytes = json_bytes(dict(metadata))
-        (tmp / META_FILE).write_bytes(meta_bytes)
+        write_file(tmp / META_FILE, meta_bytes)
         sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
         sums = dict(sorted(sums.items()))
-    _remove_tree(chip_folder(out_dir, roi_id, not kept))
+    _remove_tree(other, out_dir)
     return ChipFiles(folder=final, sha256=sums)
 
 
@@ -263,9 +292,10 @@ def move_chip_folder(out_dir: Path, roi_id: str, kept: bool) -> Path:
     src = chip_folder(out_dir, roi_id, not kept)
     dst = chip_folder(out_dir, roi_id, kept)
     if src.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _remove_tree(dst)
-        os.replace(src, dst)
+        with write_guard(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _remove_tree(dst, out_dir)
+            os.replace(src, dst)
     return dst
 
 
@@ -320,8 +350,13 @@ def write_status(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> None:
     per chip cost 0.6-5 ms on a busy 2-core machine), so an fsync of the status alone would
     not make a chip survive power loss. After an operating-system crash, check the chips
     against the SHA-256 sums in their status files.
+
+    Raises:
+        UnsafeIdError: ``roi_id`` is not a safe id (:mod:`harvest.ids`).
+        UnsafePathError: the status file resolves outside ``out_dir`` (a symbolic link).
     """
-    atomic_write_json(out_dir / STATUS_DIR / f"{roi_id}.json", status, durable=False)
+    path = out_dir / STATUS_DIR / f"{check_id(roi_id, field='roi_id')}.json"
+    atomic_write_json(ensure_inside(path, out_dir), status, durable=False)
 
 
 def _read_status_file(path: Path) -> Any:
@@ -334,12 +369,16 @@ def _read_status_file(path: Path) -> Any:
 
 def load_status(out_dir: Path, roi_id: str) -> dict[str, Any] | None:
     """One chip's recorded status, or None when there is none (or it is unreadable)."""
-    loaded = _read_status_file(out_dir / STATUS_DIR / f"{roi_id}.json")
+    loaded = _read_status_file(out_dir / STATUS_DIR / f"{check_id(roi_id, field='roi_id')}.json")
     return loaded if isinstance(loaded, dict) else None
 
 
 def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every recorded chip status, by roi_id (unreadable files are ignored: redone)."""
+    """Every recorded chip status, by roi_id (unreadable files are ignored: redone).
+
+    Raises:
+        UnsafeIdError: a status file's name is not a safe id (not a file harvest wrote).
+    """
     out: dict[str, dict[str, Any]] = {}
     folder = out_dir / STATUS_DIR
     if not folder.exists():
@@ -347,6 +386,7 @@ def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
     for path in sorted(folder.glob("*.json")):
         if path.name.startswith("."):
             continue
+        check_id(path.stem, field="roi_id", where=str(path), fix=_FOREIGN)
         loaded = _read_status_file(path)
         if loaded is not None:
             out[path.stem] = loaded
@@ -355,8 +395,10 @@ def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def clean_temporaries(out_dir: Path) -> int:
     """Delete what a killed run left under temporary names; returns how many were removed."""
-    subs = (CROSS_SENSOR_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR, ".")
-    return remove_temporaries(out_dir / sub for sub in subs)
+    subs = (CROSS_SENSOR_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR)
+    # A sub-folder that is a symbolic link out of out_dir is not swept (nor written: chip_folder).
+    inside = [out_dir / sub for sub in subs if is_inside(out_dir / sub, out_dir)]
+    return remove_temporaries([*inside, out_dir])
 
 
 def remove_temporaries(folders: Iterable[Path]) -> int:
@@ -384,7 +426,7 @@ def check_run_file(out_dir: Path, recipe_name: str, config_hash: str) -> None:
     Raises:
         StoreError: the folder was made with another recipe or recipe content.
     """
-    path = out_dir / RUN_FILE
+    path = ensure_inside(out_dir / RUN_FILE, out_dir)
     if path.exists():
         try:
             run = json.loads(path.read_text())
@@ -441,11 +483,12 @@ def write_manifest(out_dir: Path, statuses: Mapping[str, Mapping[str, Any]]) -> 
     frame = gpd.GeoDataFrame(rows, geometry=geoms, crs="EPSG:4326")
     if not rows:
         frame = gpd.GeoDataFrame({c: [] for c in MANIFEST_COLUMNS}, geometry=[], crs="EPSG:4326")
-    path = out_dir / MANIFEST_NAME
+    path = ensure_inside(out_dir / MANIFEST_NAME, out_dir)
     tmp = _tmp_name(path)
     try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with write_guard(path):
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -523,11 +566,17 @@ def assign_split(
 
 
 def iter_chip_folders(out_dir: Path) -> Iterable[tuple[str, Path, bool]]:
-    """``(roi_id, folder, kept)`` of every complete chip folder under ``out_dir``."""
+    """``(roi_id, folder, kept)`` of every complete chip folder under ``out_dir``.
+
+    Raises:
+        UnsafeIdError: a folder's name is not a safe id (not a folder harvest wrote).
+        UnsafePathError: a folder resolves outside ``out_dir`` (a symbolic link).
+    """
     for sub, kept in ((CROSS_SENSOR_DIR, True), (REJECTED_DIR, False)):
         folder = out_dir / sub
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
             if path.is_dir() and not path.name.startswith("."):
-                yield path.name, path, kept
+                check_id(path.name, field="roi_id", where=str(path), fix=_FOREIGN)
+                yield path.name, ensure_inside(path, out_dir), kept

@@ -39,6 +39,7 @@ from harvest.geoio import (
     first_line,
     require_input_file,
 )
+from harvest.ids import check_ids
 from harvest.pairing import DroppedRoi, DropReason, PairCandidate
 
 PAIRS_STAGE = "search"
@@ -125,6 +126,9 @@ class SearchMetadata:
         all_candidates: Whether every candidate pair was kept (else rank 0 only).
         harvest_version: Version of harvest that wrote the table.
         rois: Path of the ROI table searched.
+        catalog_kind: ``stac-api``, ``stac-geoparquet`` or ``earth-engine``: whether the hrefs
+            come from a remote catalog (:mod:`harvest.hrefs`). Empty in tables written before
+            it was recorded: :attr:`kind` infers it then.
     """
 
     recipe: str
@@ -138,6 +142,20 @@ class SearchMetadata:
     all_candidates: bool
     harvest_version: str
     rois: str = ""
+    catalog_kind: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The catalog's kind: :attr:`catalog_kind`, else the kind ``catalog`` names.
+
+        A table written before the kind was recorded: an http(s) URL or a remote provider
+        name is remote, ``demo`` or a path is local.
+        """
+        if self.catalog_kind:
+            return self.catalog_kind
+        from harvest.hrefs import infer_catalog_kind
+
+        return infer_catalog_kind(self.catalog, self.provider)
 
     def to_json(self) -> dict[str, Any]:
         """The metadata dict written to the file (with stage and schema version)."""
@@ -369,10 +387,14 @@ def read_pairs(path: str | Path) -> PairsTable:
 
     Raises:
         InputFileError: the file is missing, unreadable, or not a pairs table.
+        UnsafeIdError: a ``roi_id`` is not a safe id (:mod:`harvest.ids`).
     """
     path = Path(path)
     table, meta = _read_table(path, PAIRS_SCHEMA, "pairs table")
     metadata = SearchMetadata.from_json(meta, path)
+    # roi_id names the chip folder and status file: refuse a path in disguise here, before
+    # anything is written.
+    check_ids(table.column("roi_id").to_pylist(), field="roi_id", source=path)
     rows = tuple(PairRow.from_record(rec) for rec in table.select(PAIRS_SCHEMA.names).to_pylist())
     return PairsTable(rows=rows, metadata=metadata)
 

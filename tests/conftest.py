@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,31 @@ def demo_pairs(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("demo-pairs") / "dataset"
     run_fetch(jobs, recipe, out)
     return out
+
+
+#: ``PYTHONPATH`` folder whose sitecustomize makes writes hit ENOSPC (tests/fixtures/faults).
+FAULTS_DIR = REPO_ROOT / "tests" / "fixtures" / "faults"
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``disk_full_after(n)``: a full disk after ``n`` more files, in this process.
+
+    harvest's guarded writes (:mod:`harvest.diskio`) let ``n`` files through, then fail like a
+    full disk: ``write()`` raises ENOSPC naming no file.
+    """
+    import importlib.util
+
+    import harvest.diskio
+
+    spec = importlib.util.spec_from_file_location(
+        "harvest_test_faults", FAULTS_DIR / "sitecustomize.py"
+    )
+    assert spec is not None and spec.loader is not None
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+
+    def install(n_files: int) -> None:
+        monkeypatch.setattr(harvest.diskio, "open", faults.full_after(n_files), raising=False)
+
+    return install

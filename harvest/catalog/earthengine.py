@@ -99,6 +99,9 @@ EE_MAX_CONCURRENT_REQUESTS = 40
 """Default per-project quota of concurrent interactive requests (standard and high-volume)."""
 
 EE_DEFAULT_MAX_RETRIES = 5
+EE_DEFAULT_DEADLINE_S = 20.0
+"""Seconds one Earth Engine request may take (``--timeout``); the client's default has none, so
+an endpoint that accepts the connection and never answers held the search for ever."""
 """The client's own default number of retries of 429/5xx answers."""
 
 EE_HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
@@ -254,12 +257,27 @@ def _resolve_credentials(credentials: Any, project: str | None) -> tuple[Any, st
 
     try:
         found, adc_project = google.auth.default(scopes=list(EE_SCOPES))
-    except google.auth.exceptions.DefaultCredentialsError:
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        detail = " ".join(str(exc).split())
+        if "could not automatically determine credentials" in detail.lower():
+            raise CatalogError(
+                "no Google credentials for Earth Engine: set GOOGLE_APPLICATION_CREDENTIALS to "
+                "a service account key file or run 'gcloud auth application-default login'"
+            ) from None
+        # Credentials were found but cannot be used (a missing, unparsable or wrong-type key
+        # file): saying "no credentials" sent users looking for the wrong problem.
         raise CatalogError(
-            "no Google credentials for Earth Engine: set GOOGLE_APPLICATION_CREDENTIALS to a "
-            "service account key file or run 'gcloud auth application-default login'"
+            f"the Google credentials for Earth Engine cannot be used ({detail[:200]}): fix "
+            "or replace the key file GOOGLE_APPLICATION_CREDENTIALS names, or run 'gcloud "
+            "auth application-default login'"
         ) from None
     return found, project or adc_project
+
+
+def _google_auth_errors() -> type[Exception]:
+    import google.auth.exceptions
+
+    return google.auth.exceptions.GoogleAuthError
 
 
 def initialise_earth_engine(
@@ -292,6 +310,15 @@ def initialise_earth_engine(
             ee.Reset()
         try:
             ee.Initialize(credentials=credentials, project=project, url=opt_url)
+        except (OSError, _google_auth_errors()) as exc:
+            # The token endpoint or the API could not be reached (or refused the key).
+            where = opt_url or "the default endpoint"
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise CatalogError(
+                f"cannot start an Earth Engine session at {where} for project {project} "
+                f"({type(exc).__name__}: {detail}): check the network and the credentials, "
+                "then run the same command again"
+            ) from None
         except ee.EEException as exc:
             where = opt_url or "the default endpoint"
             raise CatalogError(
@@ -553,7 +580,8 @@ class EarthEngineCatalog:
         max_images_per_request: Images one answer may hold (at most
             :data:`EE_MAX_GETINFO_ELEMENTS`); a full answer is taken as truncated and split.
         max_split_depth: Halvings in a row allowed for a batch the server finds too large.
-        deadline_s: Time limit of one request in seconds (None: the client's default).
+        deadline_s: Time limit of one request in seconds (None: the client's default, which
+            waits for ever). The client retries a timed-out request ``max_retries`` times.
     """
 
     def __init__(
@@ -568,7 +596,7 @@ class EarthEngineCatalog:
         max_footprints_per_request: int = DEFAULT_MAX_FOOTPRINTS_PER_REQUEST,
         max_images_per_request: int = EE_MAX_GETINFO_ELEMENTS,
         max_split_depth: int = DEFAULT_MAX_SPLIT_DEPTH,
-        deadline_s: float | None = None,
+        deadline_s: float | None = EE_DEFAULT_DEADLINE_S,
     ) -> None:
         self._profile = profile if profile is not None else load_profile("earth-engine")
         if self._profile.kind != "earth-engine":
@@ -1023,6 +1051,7 @@ class EarthEngineReader:
         max_request_bytes: Uncompressed bytes per request (at most the documented limit).
         max_side_px: Pixels a side per request (at most the documented limit).
         max_bands: Bands per request (at most the documented limit).
+        deadline_s: Time limit of one request in seconds (``--timeout``; None: none).
     """
 
     project: str | None = None
@@ -1034,6 +1063,7 @@ class EarthEngineReader:
     max_request_bytes: int = EE_MAX_PIXELS_REQUEST_BYTES
     max_side_px: int = EE_MAX_PIXELS_SIDE
     max_bands: int = EE_MAX_PIXELS_BANDS
+    deadline_s: float | None = EE_DEFAULT_DEADLINE_S
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrent <= EE_MAX_CONCURRENT_REQUESTS:
@@ -1079,6 +1109,7 @@ class EarthEngineReader:
             opt_url=self.opt_url,
             credentials=self.credentials,
             max_retries=self.max_retries,
+            deadline_s=self.deadline_s,
         )
 
     def build_expression(
@@ -1240,20 +1271,26 @@ def is_earth_engine_asset(ref: AssetRef) -> bool:
     return ref.href.startswith(EE_HREF_SCHEME)
 
 
-_SHARED_READERS: dict[tuple[str | None, str | None], EarthEngineReader] = {}
+_SHARED_READERS: dict[tuple[str | None, str | None, float | None], EarthEngineReader] = {}
 _SHARED_READERS_LOCK = threading.Lock()
 
 
-def shared_reader(project: str | None = None, opt_url: str | None = None) -> EarthEngineReader:
+def shared_reader(
+    project: str | None = None,
+    opt_url: str | None = None,
+    deadline_s: float | None = EE_DEFAULT_DEADLINE_S,
+) -> EarthEngineReader:
     """This process's :class:`EarthEngineReader` for a project and endpoint (fetch workers).
 
     One per (project, endpoint) and process, so the chips of a worker share its request pool
     and concurrency bound. ``None``: the project this process initialised Earth Engine with,
     else that of the application default credentials; the default endpoint.
     """
-    key = (project, opt_url)
+    key = (project, opt_url, deadline_s)
     with _SHARED_READERS_LOCK:
         reader = _SHARED_READERS.get(key)
         if reader is None:
-            reader = _SHARED_READERS[key] = EarthEngineReader(project=project, opt_url=opt_url)
+            reader = _SHARED_READERS[key] = EarthEngineReader(
+                project=project, opt_url=opt_url, deadline_s=deadline_s
+            )
         return reader

@@ -30,16 +30,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pystac
 import requests
+import requests.adapters
 import shapely
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import PystacClientWarning
 from requests import Request
+from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from harvest.catalog.base import (
@@ -52,13 +56,17 @@ from harvest.catalog.base import (
 )
 from harvest.catalog.memory import filter_scenes
 from harvest.catalog.profiles import CollectionProfile, ProviderProfile, parse_item
-from harvest.errors import CatalogError
+from harvest.errors import CatalogError, ReadError
 from harvest.progress import ProgressBar
 
 logger = logging.getLogger(__name__)
 
 Signer = Callable[[str], str]
 """A function from an unsigned href to a signed one (e.g. ``planetary_computer.sign``)."""
+
+DEFAULT_TIMEOUT_S = 20.0
+"""Seconds to wait for a STAC API's answer (``--timeout``); an unanswering server fails after
+two such waits."""
 
 RETRY_STATUSES: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
 """HTTP answers that may change on a later try; every other 4xx is final."""
@@ -82,6 +90,10 @@ class RetryPolicy:
             would otherwise stall the run).
         connect_timeout_s: Timeout to open a connection.
         read_timeout_s: Timeout between bytes of an answer (a slow page is retried after it).
+        timeout_retries: Retries of a request after a connect or read timeout. Timeouts have
+            their own small budget: with ``total`` alone, a server that accepts connections
+            and never answers held a search for 7 x 60 s. The defaults give up on it after
+            2 x 20 s (plus a backoff of about a second).
     """
 
     total: int = 6
@@ -90,7 +102,18 @@ class RetryPolicy:
     jitter_s: float = 0.5
     retry_after_max_s: float = 60.0
     connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
+    read_timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_retries: int = 1
+
+    @classmethod
+    def with_timeout(cls, timeout_s: float | None) -> RetryPolicy:
+        """The default policy, waiting ``timeout_s`` for an answer (None: the defaults).
+
+        The connect timeout is ``timeout_s`` too, at most 10 s.
+        """
+        if timeout_s is None:
+            return cls()
+        return cls(connect_timeout_s=min(10.0, timeout_s), read_timeout_s=timeout_s)
 
     def __post_init__(self) -> None:
         if self.total < 0:
@@ -100,6 +123,8 @@ class RetryPolicy:
                 raise CatalogError(f"retry {name} must be >= 0")
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise CatalogError("timeouts must be > 0 seconds")
+        if self.timeout_retries < 0:
+            raise CatalogError(f"timeout_retries {self.timeout_retries} must be >= 0")
 
 
 class _Counter:
@@ -116,17 +141,40 @@ class _Counter:
 class _CountingRetry(Retry):
     """urllib3 Retry that counts retries and adds jitter from the very first one."""
 
-    def __init__(self, *args: Any, counter: _Counter | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        counter: _Counter | None = None,
+        timeout_retries: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.counter = counter if counter is not None else _Counter()
+        self.timeout_retries = timeout_retries
 
     def new(self, **kw: Any) -> _CountingRetry:
         fresh = super().new(**kw)
         fresh.counter = self.counter
+        fresh.timeout_retries = self.timeout_retries
         return fresh
 
-    def increment(self, *args: Any, **kwargs: Any) -> _CountingRetry:
-        fresh = super().increment(*args, **kwargs)  # raises MaxRetryError when exhausted
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> _CountingRetry:
+        if self.timeout_retries is not None and isinstance(error, Urllib3Timeout):
+            # A connect or read timeout: a server that does not answer is not worth
+            # ``total`` more full-length waits.
+            timeouts = sum(1 for h in self.history if isinstance(h.error, Urllib3Timeout))
+            if timeouts >= self.timeout_retries:
+                raise MaxRetryError(_pool, url or "", error)
+        args = (method, url, response, error, _pool, _stacktrace)
+        fresh = super().increment(*args)  # raises MaxRetryError when exhausted
         self.counter.retries += 1
         logger.info("retrying a STAC API request (%d so far)", self.counter.retries)
         return fresh
@@ -191,6 +239,7 @@ class HarvestStacIO(StacApiIO):
             respect_retry_after_header=True,
             raise_on_status=True,
             counter=self.counter,
+            timeout_retries=p.timeout_retries,
         )
         super().__init__(
             headers=dict(headers or {}),
@@ -250,9 +299,17 @@ class HarvestStacIO(StacApiIO):
         try:
             resp = self.session.send(prepped, timeout=self.timeout, **settings)
         except requests.exceptions.RequestException as exc:
+            reason = _failure_reason(exc)
+            if reason == "timed out":
+                p = self.policy
+                raise CatalogError(
+                    f"STAC API {href} did not answer within {p.read_timeout_s:g} s "
+                    f"({p.timeout_retries + 1} tries): check the URL and the network, try "
+                    "again later, or give it more time with --timeout SECONDS"
+                ) from None
             raise CatalogError(
                 f"STAC API {href} gave no usable answer after {tries} retries "
-                f"({_failure_reason(exc)}): check the URL and the network, or try again later"
+                f"({reason}): check the URL and the network, or try again later"
             ) from None
         if not 200 <= resp.status_code < 300:
             detail = _one_line(resp.text or resp.reason or "", 200)
@@ -444,14 +501,87 @@ def signed_assets(scene: SceneRef, sign: Signer | None) -> dict[str, AssetRef]:
     return {band: sign_asset(ref, sign) for band, ref in scene.assets.items()}
 
 
-def planetary_computer_signer() -> Signer:
-    """``planetary_computer.sign`` for string hrefs (imported on first use, no I/O here)."""
-    import planetary_computer
+@dataclass(frozen=True)
+class PlanetaryComputerSigner:
+    """Signs Azure Blob hrefs with Planetary Computer SAS tokens; picklable, no I/O at creation.
 
-    def sign(href: str) -> str:
+    ``planetary_computer.sign`` fetches a missing token with no timeout (a token endpoint
+    that accepted the connection and never answered held a read for ever) and lets the
+    network error through as an OSError. This signer fetches the token itself, with the
+    package's settings (``PC_SDK_SAS_URL``, ``PC_SDK_SUBSCRIPTION_KEY``), timeouts and a
+    bounded retry, puts it in the package's token cache and lets the package sign.
+
+    Attributes:
+        timeout_s: Seconds to wait for the token endpoint's answer (connect: at most 10 s).
+        retries: Retries of 429/5xx answers, dropped connections and timeouts.
+    """
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    retries: int = 2
+
+    def __call__(self, href: str) -> str:
+        """``href`` signed when it is an Azure Blob URL, else unchanged.
+
+        Raises:
+            ReadError: no token could be had (one line naming the token URL).
+        """
+        import planetary_computer
+        from planetary_computer import sas
+
+        parsed = urlparse(href.rstrip("/"))
+        if parsed.netloc.endswith(sas.BLOB_STORAGE_DOMAIN):
+            account, container = sas.parse_blob_url(parsed)
+            self._ensure_token(sas, account, container)
         return str(planetary_computer.sign(href))
 
-    return sign
+    def _ensure_token(self, sas: Any, account: str, container: str) -> None:
+        from planetary_computer.settings import Settings
+
+        settings = Settings.get()
+        url = f"{settings.sas_url}/{account}/{container}"
+        # The package keeps its tokens in this module-level cache and reuses them until a
+        # minute before expiry; filling it is how its own get_token works.
+        token = sas.TOKEN_CACHE.get(url)
+        if token is not None and token.ttl() >= 60:
+            return
+        headers = {}
+        if settings.subscription_key:
+            headers["Ocp-Apim-Subscription-Key"] = settings.subscription_key
+        session = requests.Session()
+        retry = Retry(
+            total=self.retries,
+            backoff_factor=0.5,
+            status_forcelist=RETRY_STATUSES,
+            raise_on_status=True,
+        )
+        adapter = requests.adapters.HTTPAdapter(max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        try:
+            with session:
+                resp = session.get(
+                    url, headers=headers, timeout=(min(10.0, self.timeout_s), self.timeout_s)
+                )
+                resp.raise_for_status()
+                sas.TOKEN_CACHE[url] = sas.SASToken(**resp.json())
+        except (requests.exceptions.RequestException, ValueError, TypeError) as exc:
+            reason = (
+                _failure_reason(exc)
+                if isinstance(exc, requests.exceptions.RequestException)
+                else "the answer is not a SAS token"
+            )
+            raise ReadError(
+                f"cannot get a Planetary Computer SAS token from {url} ({reason}): check the "
+                "network, PC_SDK_SAS_URL and PC_SDK_SUBSCRIPTION_KEY, then run the same "
+                "command again"
+            ) from None
+
+
+def planetary_computer_signer(timeout_s: float | None = None) -> Signer:
+    """A :class:`PlanetaryComputerSigner` (no I/O here; ``timeout_s`` None: the default)."""
+    if timeout_s is None:
+        return PlanetaryComputerSigner()
+    return PlanetaryComputerSigner(timeout_s=timeout_s)
 
 
 # --- the catalog --------------------------------------------------------------------------------

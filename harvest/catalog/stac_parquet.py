@@ -56,6 +56,20 @@ _REQUIRED_COLUMNS = ("id", "collection", "geometry", "bbox")
 _BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 
+_GOOD_BBOX = " AND ".join(
+    [
+        *(f"isfinite(_b.{f})" for f in _BBOX_FIELDS),
+        "_b.xmin <= _b.xmax",
+        "_b.ymin <= _b.ymax",
+        "_b.xmin >= -180",
+        "_b.xmax <= 180",
+        "_b.ymin >= -90",
+        "_b.ymax <= 90",
+    ]
+)
+"""SQL: the item's bbox (``_b``) is finite, ordered and on the globe, so cells can be cut."""
+
+
 def _q_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -118,6 +132,19 @@ def _absolute_href(asset: Mapping[str, Any], folder: str) -> Mapping[str, Any]:
     if not folder or "://" in href or os.path.isabs(href):
         return asset
     return {**asset, "href": os.path.normpath(os.path.join(folder, href))}
+
+
+def _unusable(item_id: Any, geometry: Any, bad_bbox: bool) -> str:
+    """Why a snapshot row cannot be a scene ('' when it can)."""
+    if not item_id:
+        return "it has no id"
+    if bad_bbox:
+        return "its bbox is missing, not finite, reversed or off the globe"
+    if geometry is None:
+        return "its geometry is missing or not valid WKB"
+    if geometry.is_empty or not np.isfinite(shapely.bounds(geometry)).all():
+        return "its geometry is empty or not finite"
+    return ""
 
 
 class StacParquetCatalog(HrefSigning):
@@ -271,6 +298,7 @@ xcells AS (
     SELECT _f, _r, _b,
            unnest(range(floor(_b.xmin / {c})::BIGINT, floor(_b.xmax / {c})::BIGINT + 1)) AS cx
     FROM src
+    WHERE {_GOOD_BBOX}
 ),
 cells AS (
     SELECT _f, _r, _b, cx,
@@ -283,8 +311,15 @@ hits AS (
     WHERE fp.fxmin <= cells._b.xmax AND fp.fxmax >= cells._b.xmin
       AND fp.fymin <= cells._b.ymax AND fp.fymax >= cells._b.ymin
 )
-SELECT src.* EXCLUDE (_r, _b)
+SELECT src.* EXCLUDE (_r, _b), false AS _bad_bbox
 FROM src SEMI JOIN hits ON src._f = hits._f AND src._r = hits._r
+UNION ALL
+-- Items whose bbox cannot be placed (missing, NaN, infinite, reversed, off the globe): sent
+-- back flagged so that each is skipped with a warning naming it, not silently lost, and one
+-- bad item cannot abort the query of a whole snapshot.
+SELECT src.* EXCLUDE (_r, _b), true AS _bad_bbox
+FROM src
+WHERE NOT coalesce({_GOOD_BBOX}, false)
 ORDER BY collection, id
 """
         return sql, params
@@ -322,11 +357,19 @@ ORDER BY collection, id
         n = table.num_rows
         if n == 0:
             return [], 0
-        geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+        # One item with broken WKB must not abort the search: it becomes None and is skipped.
+        geoms = shapely.from_wkb(
+            table.column("geometry").to_numpy(zero_copy_only=False), on_invalid="ignore"
+        )
         ids = table.column("id").to_pylist()
+        bad_bbox = (
+            table.column("_bad_bbox").to_pylist()
+            if "_bad_bbox" in table.column_names
+            else [False] * n
+        )
         colls = table.column("collection").to_pylist()
         when = table.column("datetime").cast(pa.string()).to_pylist()
-        skip = {"id", "collection", "geometry", "datetime", "_f"}
+        skip = {"id", "collection", "geometry", "datetime", "_f", "_bad_bbox"}
         # Relative asset hrefs (as in the demo world's snapshot) are relative to the folder of
         # the parquet file that holds the item; resolve them so a scene names a readable file.
         folders = (
@@ -347,6 +390,11 @@ ORDER BY collection, id
         scenes: list[SceneRef] = []
         n_invalid = 0
         for i in range(n):
+            problem = _unusable(ids[i], geoms[i], bool(bad_bbox[i]))
+            if problem:
+                n_invalid += 1
+                logger.warning("skipping item %s of %s: %s", ids[i], folders[i] or "?", problem)
+                continue
             properties: dict[str, Any] = {"datetime": when[i]}
             for name, values in prop_cols.items():
                 if values[i] is not None:

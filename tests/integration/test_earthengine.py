@@ -425,6 +425,61 @@ def test_missing_credentials_are_a_clear_error(
         catalog.search(request(footprints(1), ("sentinel-2-l2a",)))
 
 
+def test_unparsable_credentials_are_not_called_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    key = tmp_path / "key.json"
+    key.write_text("{ this is not json")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    catalog = EarthEngineCatalog(project="p", opt_url="http://127.0.0.1:9")
+    with pytest.raises(CatalogError, match="cannot be used") as info:
+        catalog.search(request(footprints(1), ("sentinel-2-l2a",)))
+    msg = str(info.value)
+    assert "no Google credentials" not in msg and str(key) in msg and "\n" not in msg
+
+
+def test_unreachable_token_endpoint_is_a_network_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import json
+    import socket
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    key = tmp_path / "sa.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "p",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "harvest@p.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"http://127.0.0.1:{port}/token",
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    catalog = EarthEngineCatalog(project="p", opt_url=f"http://127.0.0.1:{port}", max_retries=0)
+    with pytest.raises(CatalogError, match="check the network and the credentials") as info:
+        catalog.search(request(footprints(1), ("sentinel-2-l2a",)))
+    assert "\n" not in str(info.value) and "free space" not in str(info.value)
+
+
 def test_unknown_collection_and_bad_limits() -> None:
     catalog = EarthEngineCatalog(project="p")
     with pytest.raises(CatalogError, match="no collection 'venus-l2a'"):

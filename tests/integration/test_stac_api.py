@@ -231,14 +231,35 @@ def test_exhausted_retries_raise_one_line_catalog_error(
     proxy: FaultProxy, cases: Any, pc: ProviderProfile, fault: str, reason: str
 ) -> None:
     proxy.plan([], persistent=fault)
-    policy = RetryPolicy(total=2, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3)
+    policy = RetryPolicy(
+        total=2, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3, timeout_retries=2
+    )
     with pytest.raises(CatalogError) as info:
         StacApiCatalog(proxy.url, pc, policy=policy).search(cases["edges-no-cloud-limit"].request())
     msg = str(info.value)
     assert "\n" not in msg
-    assert f"{proxy.url}/search" in msg and "after 2 retries" in msg and "try again" in msg
-    assert f"({reason})" in msg
+    assert f"{proxy.url}/search" in msg and "try again" in msg
+    if fault == "slow":  # timeouts say how long was waited and how to wait longer
+        assert "did not answer within 0.3 s (3 tries)" in msg and "--timeout" in msg
+    else:
+        assert "after 2 retries" in msg and f"({reason})" in msg
     assert len(proxy.searches()) == 3  # the first try and two retries, no more
+
+
+def test_timeouts_have_their_own_small_retry_budget(
+    proxy: FaultProxy, cases: Any, pc: ProviderProfile
+) -> None:
+    proxy.plan([], persistent="slow")
+    policy = RetryPolicy(total=6, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3)
+    with pytest.raises(CatalogError, match=r"did not answer within 0\.3 s \(2 tries\)"):
+        StacApiCatalog(proxy.url, pc, policy=policy).search(cases["edges-no-cloud-limit"].request())
+    assert len(proxy.searches()) == 2  # one retry after a timeout, not six
+    # The defaults give up on a silent server within a minute, backoff included.
+    d = RetryPolicy()
+    worst = (d.timeout_retries + 1) * d.read_timeout_s + d.timeout_retries * (
+        d.backoff_s + d.jitter_s
+    )
+    assert worst < 60.0
 
 
 def test_a_stalled_answer_is_abandoned_after_the_read_timeout(
