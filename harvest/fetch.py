@@ -18,6 +18,12 @@ chip with a ``kept`` / ``rejected`` status (and its folder) is skipped and every
 (``failed``, or never finished) is done again; temporary names left by a kill are deleted
 first. The manifest is rebuilt from the status files at the end of every run (and by
 ``harvest qa``), so a killed run neither loses nor duplicates a chip.
+
+One run per folder: fetch and QA hold the folder's lock (:mod:`harvest.lock`) from before the
+first write (and the clean-up of temporary names, which therefore only meets what dead runs
+left) to the end. A chip that cannot be read or checked is a ``failed`` row; a write the disk
+refuses (full, quota, read-only, I/O error: :mod:`harvest.diskio`) stops the run instead,
+cancelling what is queued on the cluster, since every later chip would fail the same way.
 """
 
 from __future__ import annotations
@@ -697,24 +703,27 @@ def _run_tasks(
                     allow_other_workers=True,
                 )
                 futures[fut] = batch
-        for fut in as_completed(futures):
-            batch = futures[fut]
-            try:
-                statuses = fut.result()
-            except DiskWriteError:
-                # The disk is full or failing: every queued chip would fail the same way, and
-                # an external cluster would go on running them after we are gone.
-                client.cancel(list(futures))
-                raise
-            except Exception as exc:
-                # A worker died under the task (KilledWorker) or the task could not run: the
-                # chips it finished have their status on disk, the others fail.
-                statuses = [
-                    _recorded_or_failed(settings.out_dir, job, split[job.roi_id], exc)
-                    for job in batch
-                ]
-            for status in statuses:
-                on_done(status)
+        try:
+            for fut in as_completed(futures):
+                batch = futures[fut]
+                try:
+                    statuses = fut.result()
+                except DiskWriteError:
+                    raise
+                except Exception as exc:
+                    # A worker died under the task (KilledWorker) or the task could not run:
+                    # the chips it finished have their status on disk, the others fail.
+                    statuses = [
+                        _recorded_or_failed(settings.out_dir, job, split[job.roi_id], exc)
+                        for job in batch
+                    ]
+                for status in statuses:
+                    on_done(status)
+        except DiskWriteError:
+            # The disk is full or failing (on a worker or here): every queued chip would fail
+            # the same way, and an external cluster would go on running them after we are gone.
+            client.cancel(list(futures))
+            raise
     finally:
         if own_client is not None:
             own_client.close()

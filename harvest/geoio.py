@@ -184,7 +184,7 @@ def read_roi_points(path: Path) -> RoiPoints:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputFileError(
-            f"ROI table {path}: row {i} (roi_id {ids[i]}) lies at lon {lon[i]:g}, lat "
+            f"ROI table {path} row {i + 1} (roi_id {ids[i]}) lies at lon {lon[i]:g}, lat "
             f"{lat[i]:g}, outside -180..180 / -90..90 ({int(bad.sum())} such rows); fix the "
             "coordinates (longitude first) or the table's CRS"
         )

@@ -21,9 +21,13 @@ layout) keeps the cloud classes for the same reason.
 Atomicity: a chip folder is written under a temporary name beside its final place and renamed
 in one ``os.replace``; status files, the manifest and ``run.json`` are written to a temporary
 file in the same folder and renamed. A killed run leaves at most temporary names behind, which
-the next run deletes (:func:`clean_temporaries`). That is a guarantee against a killed
+the next run deletes (:func:`clean_temporaries`, called under the folder's lock, so only
+names of dead runs are there to delete). That is a guarantee against a killed
 process; only ``run.json`` is fsynced, so after an operating-system crash or power loss the
-most recent chips may need checking against their status files' SHA-256 sums.
+most recent chips may need checking against their status files' SHA-256 sums. Every write
+goes through :func:`harvest.diskio.write_guard`: a full or failing disk raises a
+:class:`~harvest.errors.DiskWriteError` naming the path, after the temporary names of the
+write in progress are removed.
 
 Train/test split (:func:`assign_split`): blocks of a coarse equal-area grid (EASE-Grid 2.0,
 EPSG:6933, ``block_km`` cells) are test blocks when a seeded hash of the block says so (about
