@@ -3,7 +3,7 @@
 Chips: every sen2naip pair of the demo world (seed 0) at a 3 x 3 grid of ROI offsets inside each
 site's chip-safe area (63 chips), local COGs.
 
-- harvest: :func:`harvest.fetch.run_fetch`, in process (1 core) and on a Dask LocalCluster of 2
+- harvest: :func:`harvest.stages.fetch.run`, in process (1 core) and on a Dask LocalCluster of 2
   worker processes (2 cores). Two throughputs: over the chip span (first chip's start to last
   chip's end, from the status timestamps: what a long run sustains) and over the whole call
   (cluster start-up, split assignment and manifest included, paid once per run). The process
@@ -53,13 +53,11 @@ import rasterio
 from pyproj import Transformer
 from rasterio.windows import from_bounds
 
-from harvest import fetch as fetch_module
 from harvest.catalog.profiles import load_profile, parse_item
 from harvest.config import load_recipe
 from harvest.demo.stac import item_dicts_absolute
 from harvest.demo.truth import load_truth
 from harvest.demo.world import WORLD_FORMAT, run_demo_world
-from harvest.fetch import FetchJob, _warm_worker, local_cluster, run_fetch
 from harvest.pairing import RoiFootprint, pair_scenes
 from harvest.read import (
     RasterioReader,
@@ -67,6 +65,9 @@ from harvest.read import (
     area_average_raw,
     gdal_env,
 )
+from harvest.stages import fetch as fetch_module
+from harvest.stages.fetch import FetchJob, _warm_worker, local_cluster
+from harvest.stages.fetch import run as run_fetch
 from harvest.store import load_statuses
 
 RECIPE = load_recipe("sen2naip")
@@ -317,7 +318,7 @@ def main() -> None:
     n = len(jobs)
     reader = RasterioReader()
     reader.read(jobs[0].pair.lr.assets, RECIPE.lr.bands, jobs[0].grids(RECIPE).lr)  # warm
-    # The imports a Dask worker makes before its first chip (harvest.fetch._warm_worker),
+    # The imports a Dask worker makes before its first chip (harvest.stages.fetch._warm_worker),
     # made here too, so that neither side's chip timings hold them.
     _warm_worker()
     load_before = os.getloadavg()

@@ -204,7 +204,9 @@ def main() -> None:
     from harvest.catalog.stac_parquet import StacParquetCatalog
     from harvest.config import load_recipe
     from harvest.geoio import read_roi_points
-    from harvest.pipeline import chip_footprints, run_sample, run_search
+    from harvest.stages.sample import run as run_sample
+    from harvest.stages.search import chip_footprints
+    from harvest.stages.search import run as run_search
 
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:

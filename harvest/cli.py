@@ -216,16 +216,17 @@ def sample(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Draw ROIs with a hard-core point process (every pair >= --min-distance-km apart)."""
-    from harvest.pipeline import run_sample
+    from harvest.progress import Progress
+    from harvest.stages import sample as stage
 
-    summary = run_sample(
+    summary = stage.run(
         n=n,
         output=output,
         region=region,
         seed=seed,
         min_distance_km=min_distance_km,
         exclude=exclude,
-        progress=progress,
+        progress=Progress(progress),
     )
     typer.echo(
         f"wrote {summary.n} ROIs ({summary.first_id}..{summary.last_id}) to {summary.output}"
@@ -279,7 +280,10 @@ def search(
     import os
 
     from harvest.catalog.earthengine import default_project
-    from harvest.pipeline import DEMO_WORLD_ENV, open_catalog, parse_day, run_search
+    from harvest.catalog.registry import DEMO_WORLD_ENV, open_catalog
+    from harvest.progress import Progress
+    from harvest.stages import search as stage
+    from harvest.stages.search import parse_day
 
     first = parse_day(start, "--start")
     last = parse_day(end, "--end")
@@ -290,7 +294,7 @@ def search(
         demo_world=os.environ.get(DEMO_WORLD_ENV),
         timeout_s=timeout,
     )
-    summary = run_search(
+    summary = stage.run(
         rois,
         recipe=recipe,
         catalog=opened.catalog,
@@ -300,7 +304,7 @@ def search(
         start=first,
         end=last,
         all_candidates=all_candidates,
-        progress=progress,
+        progress=Progress(progress),
     )
     typer.echo(summary.line())
 
@@ -316,10 +320,11 @@ def demo_world(
     ] = 2400.0,
 ) -> None:
     """Write the seeded demo world (COGs, STAC catalog, stac-geoparquet, truth.json)."""
-    from harvest.demo.world import run_demo_world
+    from harvest.progress import Progress
+    from harvest.stages import demo_world as stage
 
-    summary = run_demo_world(
-        out_dir=out_dir, seed=seed, force=force, progress=progress, site_size_m=site_size_m
+    summary = stage.run(
+        out_dir, seed=seed, force=force, site_size_m=site_size_m, progress=Progress(progress)
     )
     items = ", ".join(f"{n} {c}" for c, n in summary.n_items.items())
     state = "already built, reused" if summary.reused else f"built in {summary.seconds:.1f} s"
@@ -343,9 +348,10 @@ def demo_run(
     from rich.console import Console
     from rich.table import Table
 
-    from harvest.pipeline import run_demo
+    from harvest.progress import Progress
+    from harvest.stages import demo_run as stage
 
-    summary = run_demo(out_dir, seed=seed, world_dir=world, progress=progress)
+    summary = stage.run(out_dir, seed=seed, world=world, progress=Progress(progress))
     table = Table(title=f"harvest {__version__}: demo run in {summary.out_dir}")
     for column in ("stage", "output", "result", "time"):
         table.add_column(column, overflow="fold")
@@ -420,37 +426,29 @@ def fetch(
     import os
 
     from harvest.catalog.earthengine import default_project
+    from harvest.catalog.registry import signer_for
     from harvest.config import load_recipe
-    from harvest.errors import InputFileError
-    from harvest.fetch import qa_thresholds, run_fetch
     from harvest.hrefs import ALLOW_HOSTS_ENV, parse_allowed_hosts
+    from harvest.progress import Progress
+    from harvest.qa import thresholds_from_options
+    from harvest.stages import fetch as stage
     from harvest.tables import read_pairs
 
     allowed = parse_allowed_hosts([*(allow_host or []), os.environ.get(ALLOW_HOSTS_ENV, "")])
     rec = load_recipe(recipe)
     table = read_pairs(pairs)
-    if table.metadata.recipe != rec.name:
-        raise InputFileError(
-            f"{pairs} was searched with recipe {table.metadata.recipe}, not {rec.name}: "
-            f"pass --recipe {table.metadata.recipe}"
-        )
-    sign = None
-    if table.metadata.provider == "planetary-computer":
-        from harvest.catalog.stac_api import planetary_computer_signer
-
-        sign = planetary_computer_signer(timeout)
-    summary = run_fetch(
+    summary = stage.run(
         table,
         rec,
         output,
         workers=workers,
         scheduler=scheduler,
-        thresholds=qa_thresholds(
+        thresholds=thresholds_from_options(
             max_shift_px, max_sam_deg, max_cloud_pct, max_nodata_pct, shift_method
         ),
         correct_shift=correct_shift,
-        progress=progress,
-        sign=sign,
+        progress=Progress(progress),
+        sign=signer_for(table.metadata.provider, timeout),
         split_seed=split_seed,
         ee_project=ee_project or default_project(os.environ),
         ee_url=ee_url,
@@ -478,12 +476,16 @@ def qa(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Re-run chip QA with other thresholds, without fetching again; rewrites the manifest."""
-    from harvest.fetch import qa_thresholds, run_qa
+    from harvest.progress import Progress
+    from harvest.qa import thresholds_from_options
+    from harvest.stages import qa as stage
 
-    summary = run_qa(
+    summary = stage.run(
         dataset,
-        qa_thresholds(max_shift_px, max_sam_deg, max_cloud_pct, max_nodata_pct, shift_method),
-        progress=progress,
+        thresholds_from_options(
+            max_shift_px, max_sam_deg, max_cloud_pct, max_nodata_pct, shift_method
+        ),
+        progress=Progress(progress),
     )
     typer.echo(
         f"{summary.n_kept} kept, {summary.n_rejected} rejected, {summary.n_failed} failed; "
@@ -518,19 +520,20 @@ def degradation_fit(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Fit sigma, gamma statistics, the noise matrix (and networks) on LR/HR pairs."""
-    from harvest.degrade import TRAINABLE, parse_list, run_fit
+    from harvest.progress import Progress
+    from harvest.stages import fit as stage
 
-    summary = run_fit(
+    summary = stage.run(
         pairs_dir,
         output,
-        train=parse_list(train, TRAINABLE, "network"),
+        train=stage.parse_list(train, stage.TRAINABLE, "network"),
         split=split,
         seed=seed,
         shift=shift,
         iterations=iterations,
         unet_epochs=unet_epochs,
         vae_epochs=vae_epochs,
-        progress=progress,
+        progress=Progress(progress),
     )
     typer.echo(summary.line())
 
@@ -548,15 +551,16 @@ def degrade(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Write HR_h, S2-like LR and histograms per HR image (SEN2NAIP synthetic layout)."""
-    from harvest.degrade import DEGRADE_METHODS, parse_list, run_degrade
+    from harvest.progress import Progress
+    from harvest.stages import degrade as stage
 
-    summary = run_degrade(
+    summary = stage.run(
         hr_dir,
         model,
         output,
-        methods=parse_list(methods, DEGRADE_METHODS, "method"),
+        methods=stage.parse_list(methods, stage.DEGRADE_METHODS, "method"),
         seed=seed,
-        progress=progress,
+        progress=Progress(progress),
     )
     typer.echo(summary.line())
 

@@ -58,7 +58,7 @@ from harvest.errors import ConfigError, HrefRefusedError
 
 CatalogKind = Literal["stac-api", "stac-geoparquet", "earth-engine"]
 CATALOG_KINDS: tuple[str, ...] = ("stac-api", "stac-geoparquet", "earth-engine")
-"""Kinds of catalog (:attr:`harvest.pipeline.OpenedCatalog.kind`)."""
+"""Kinds of catalog (:attr:`harvest.catalog.registry.OpenedCatalog.kind`)."""
 REMOTE_KINDS: frozenset[str] = frozenset({"stac-api", "earth-engine"})
 """Kinds whose hrefs are restricted (the others are files on the user's disk)."""
 

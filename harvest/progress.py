@@ -10,6 +10,7 @@ need no ``if progress`` around each update.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -96,3 +97,31 @@ class ProgressBar:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a stage shows its work: the progress object every ``stages.*.run`` takes.
+
+    A stage asks it for one :class:`ProgressBar` per piece of work (:meth:`bar`); a disabled
+    ``Progress`` hands out bars that draw nothing. Library callers pass ``Progress(False)`` (or
+    just ``False``); the CLI passes ``Progress(True)`` unless ``--no-progress``.
+
+    Attributes:
+        enabled: Whether bars are drawn (on stderr).
+    """
+
+    enabled: bool = True
+
+    def bar(self, label: str, total: int | None) -> ProgressBar:
+        """A bar for ``total`` steps of ``label`` (drawn only when enabled)."""
+        return ProgressBar(label, total, enabled=self.enabled)
+
+    @classmethod
+    def of(cls, value: bool | Progress) -> Progress:
+        """``value`` as a Progress: a bool means on or off."""
+        return value if isinstance(value, Progress) else cls(bool(value))
+
+
+NO_PROGRESS = Progress(False)
+"""Draws nothing: the default of every stage called as a library."""

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from harvest.errors import QaError
+from harvest.errors import ConfigError, QaError
 
 FloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
@@ -992,4 +992,55 @@ def evaluate_chip(
         qa1_px=qa1,
         qa2_deg=qa2,
         thresholds=t,
+    )
+
+
+def evaluate_nested(
+    lr: npt.NDArray[np.float32],
+    hr: npt.NDArray[np.float32],
+    scl: npt.NDArray[Any] | None,
+    factor: int,
+    gsd_m: float,
+    hr_saturation: float | None,
+    thresholds: QaThresholds,
+) -> QaResult:
+    """:func:`evaluate_chip` of an LR chip and the HR chip nested in it ``factor`` times.
+
+    The HR chip is area-averaged to the LR grid for the LR-HR checks and kept at full
+    resolution for the blank check.
+    """
+    hr_at_lr = block_mean(hr, factor)
+    return evaluate_chip(
+        lr,
+        hr_at_lr,
+        hr=hr,
+        scl=scl,
+        hr_saturation=hr_saturation,
+        gsd_m=gsd_m,
+        thresholds=thresholds,
+    )
+
+
+def thresholds_from_options(
+    max_shift_px: float = 1.0,
+    max_sam_deg: float = 2.0,
+    max_cloud_pct: float = 0.0,
+    max_nodata_pct: float = 0.0,
+    shift_method: str = "phase",
+) -> QaThresholds:
+    """QA limits from the CLI's options (percentages as the user types them).
+
+    Raises:
+        ConfigError: an unknown shift method.
+    """
+    if shift_method not in ("phase", "sift"):
+        raise ConfigError(f"--shift-method {shift_method!r}: use phase or sift")
+    method: Literal["phase", "sift"] = "sift" if shift_method == "sift" else "phase"
+    return QaThresholds(
+        max_shift_px=max_shift_px,
+        max_spectral_angle_deg=max_sam_deg,
+        max_cloud_fraction=max_cloud_pct / 100.0,
+        max_shadow_fraction=max_cloud_pct / 100.0,
+        max_nodata_fraction=max_nodata_pct / 100.0,
+        shift_method=method,
     )

@@ -27,8 +27,8 @@ import numpy as np
 from pyproj import Geod
 from sklearn.neighbors import BallTree
 
-from harvest.pipeline import run_sample
 from harvest.regions import load_region
+from harvest.stages.sample import run as run_sample
 
 out = Path("rois.parquet")
 summary = run_sample(n=2000, output=out, region="conus", seed=7, min_distance_km=5.0)

@@ -49,7 +49,7 @@ def demo_pairs(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """
     from harvest.config import load_recipe
     from harvest.demo.pairs import truth_pair_rows
-    from harvest.fetch import run_fetch
+    from harvest.stages.fetch import run as run_fetch
 
     recipe = load_recipe("sen2naip")
     jobs = truth_pair_rows(demo_world, recipe, DEMO_PAIR_OFFSETS_M, clean_only=True, id_digits=5)

@@ -134,20 +134,21 @@ def test_fetch_passes_the_earth_engine_project_and_endpoint(
     """--ee-project (default $EE_PROJECT) and --ee-url reach the fetch stage's settings."""
     from typer.testing import CliRunner
 
-    import harvest.fetch
+    import harvest.stages.fetch
     from harvest.cli import app
+    from harvest.records import FetchSummary
 
     write_demo_pairs(demo_world, tmp_path / "pairs.parquet", [(0.0, 0.0)])
     seen: list[dict[str, object]] = []
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(kwargs)
-        return harvest.fetch.FetchSummary(
+        return FetchSummary(
             out_dir=tmp_path / "ds", manifest=tmp_path / "m.parquet", n_total=0,
             n_done_before=0, n_kept=0, n_rejected=0, n_failed=0, seconds=0.0, chips_per_s=0.0,
         )  # fmt: skip
 
-    monkeypatch.setattr(harvest.fetch, "run_fetch", spy)
+    monkeypatch.setattr(harvest.stages.fetch, "run", spy)
     monkeypatch.setenv("EE_PROJECT", "from-env")
     base = ["fetch", str(tmp_path / "pairs.parquet"), "--recipe", "sen2naip", "-o", "ds"]
     runner = CliRunner()

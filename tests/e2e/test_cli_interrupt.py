@@ -107,7 +107,7 @@ def test_ctrl_c_while_building_a_demo_world(tmp_path: Path) -> None:
 
 def test_main_maps_signals_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The in-process entry point returns 130 / 143, prints one line, restores the handlers."""
-    import harvest.pipeline
+    import harvest.stages.sample
     from harvest.cli import main
 
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
@@ -117,7 +117,7 @@ def test_main_maps_signals_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path:
             time.sleep(30)  # the handler interrupts this at once
             raise AssertionError("the signal did not interrupt the command")
 
-        monkeypatch.setattr(harvest.pipeline, "run_sample", signalled)
+        monkeypatch.setattr(harvest.stages.sample, "run", signalled)
         before = signal.getsignal(sig)
         assert main(["sample", "--n", "1", "-o", str(tmp_path / "r.parquet")]) == code
         assert signal.getsignal(sig) is before

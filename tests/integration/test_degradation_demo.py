@@ -17,18 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from degradation.pretrained import load_model, load_model_folder
-from harvest.degrade import (
+from degradation.fit import (
     PairChip,
     RegisteredPSF,
     fit_pairs,
-    read_pairs,
     registration_shifts,
     table2,
     train_networks,
-    write_model_folder,
 )
+from degradation.pretrained import load_model, load_model_folder
 from harvest.demo.truth import S2SceneTruth, load_truth
+from harvest.stages.fit import TABLE2_METRICS, read_pairs, write_model_folder
 
 LR_BANDS = ("B04", "B03", "B02", "B08")
 HELD_OUT_SITE = "us-wa"
@@ -163,8 +162,8 @@ def table(fitted: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
     )
     fitted_model = load_model_folder(folder)
     out = {
-        "fitted": table2(fitted_model, fitted["test"], seed=0),
-        "sen2naip": table2(load_model("sen2naip"), fitted["test"], seed=0),
+        "fitted": table2(fitted_model, fitted["test"], TABLE2_METRICS, seed=0),
+        "sen2naip": table2(load_model("sen2naip"), fitted["test"], TABLE2_METRICS, seed=0),
         "folder": folder,
         "logs": logs,
     }

@@ -38,10 +38,11 @@ from harvest.catalog.earthengine import (
 )
 from harvest.config import load_recipe
 from harvest.errors import AssetReadError, CatalogError, ReadError
-from harvest.fetch import FetchJob, FetchSettings, _reader_for, run_fetch
 from harvest.grid import ChipGrid
 from harvest.pairing import RoiFootprint, pair_scenes
 from harvest.read import RasterioReader
+from harvest.stages.fetch import FetchJob, FetchSettings, _reader_for
+from harvest.stages.fetch import run as run_fetch
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
 NAIP = "USDA/NAIP/DOQQ"

@@ -23,9 +23,11 @@ from harvest.config import load_recipe
 from harvest.demo.pairs import truth_pair_rows
 from harvest.demo.truth import S2SceneTruth, load_truth
 from harvest.errors import AssetReadError, ReadError, StoreError
-from harvest.fetch import FetchJob, run_fetch, run_qa
 from harvest.qa import QaThresholds, Reason, block_mean
 from harvest.read import RasterioReader, RetryPolicy, is_transient, with_retries
+from harvest.stages.fetch import FetchJob
+from harvest.stages.fetch import run as run_fetch
+from harvest.stages.qa import run as run_qa
 from harvest.store import CROSS_SENSOR_DIR, REJECTED_DIR, assign_split, read_chip_folder
 
 RECIPE = load_recipe("sen2naip")
@@ -433,7 +435,7 @@ def test_local_reads_are_serial_remote_reads_parallel() -> None:
 
 
 def test_scene_order_keeps_scenes_together(demo_world: Path) -> None:
-    from harvest.fetch import scene_batches, scene_order
+    from harvest.stages.fetch import scene_batches, scene_order
 
     jobs = demo_jobs(demo_world, tuple((dx, 0.0) for dx in (-400.0, -200.0, 0.0, 200.0, 400.0)))
     shuffled = [jobs[i] for i in np.random.default_rng(3).permutation(len(jobs))]
@@ -457,7 +459,7 @@ def test_lost_task_keeps_the_chips_it_finished(
     demo_world: Path, tmp_path: Path, fetched: dict[str, Any]
 ) -> None:
     """A lost Dask task: a chip written before the loss stays kept, another becomes failed."""
-    from harvest.fetch import _recorded_or_failed
+    from harvest.stages.fetch import _recorded_or_failed
 
     out = tmp_path / "ds"
     shutil.copytree(fetched["out"], out)
@@ -477,7 +479,7 @@ def test_local_cluster_workers_keep_freed_memory() -> None:
 
     from distributed import Client
 
-    from harvest.fetch import local_cluster
+    from harvest.stages.fetch import local_cluster
 
     def probe() -> tuple[dict[str, str], bool]:
         import dask
@@ -495,7 +497,7 @@ def test_two_local_clusters_at_once_start_without_port_warnings() -> None:
     """Two fetch runs on one machine: neither cluster's HTTP server fights for port 8787."""
     import warnings
 
-    from harvest.fetch import local_cluster
+    from harvest.stages.fetch import local_cluster
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -22,8 +22,10 @@ from affine import Affine
 from harvest.config import load_recipe
 from harvest.demo.pairs import truth_pair_rows
 from harvest.errors import DiskWriteError, FolderLockedError
-from harvest.fetch import FetchJob, run_fetch, run_qa
 from harvest.lock import dataset_lock_path
+from harvest.stages.fetch import FetchJob
+from harvest.stages.fetch import run as run_fetch
+from harvest.stages.qa import run as run_qa
 from harvest.store import is_temporary, sha256_file
 
 RECIPE = load_recipe("sen2naip")
@@ -175,7 +177,7 @@ def _hr_tif(path: Path, seed: int) -> None:
 def test_a_full_disk_stops_degrade_and_the_next_run_resumes(
     tmp_path: Path, disk_full_after: Callable[[int], None]
 ) -> None:
-    from harvest.degrade import run_degrade
+    from harvest.stages import degrade
 
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
@@ -185,7 +187,7 @@ def test_a_full_disk_stops_degrade_and_the_next_run_resumes(
     # Per image: HR.tif, HR_statistical.tif, LR_statistical.tif, histograms.npz, metadata.json.
     disk_full_after(5 + 2)
     with pytest.raises(DiskWriteError) as caught:
-        run_degrade(hr_dir, "sen2naip", out, methods=("statistical",))
+        degrade.run(hr_dir, "sen2naip", out, methods=("statistical",))
     message = str(caught.value)
     assert message.startswith(f"cannot write {out}{os.sep}") and "\n" not in message
     assert "No space left on device" in message
@@ -194,14 +196,14 @@ def test_a_full_disk_stops_degrade_and_the_next_run_resumes(
     assert (images[0] / "metadata.json").is_file()
     assert temporaries(out) == []
     disk_full_after(10_000)
-    summary = run_degrade(hr_dir, "sen2naip", out, methods=("statistical",))
+    summary = degrade.run(hr_dir, "sen2naip", out, methods=("statistical",))
     assert (summary.n_done_before, summary.n_written) == (1, 2)
 
 
 def test_degrade_is_refused_while_another_run_holds_the_folder(
     tmp_path: Path, holder: Callable[[Path], subprocess.Popen[str]]
 ) -> None:
-    from harvest.degrade import run_degrade
+    from harvest.stages import degrade
 
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
@@ -212,6 +214,6 @@ def test_degrade_is_refused_while_another_run_holds_the_folder(
     in_progress.mkdir(parents=True)
     other = holder(out)
     with pytest.raises(FolderLockedError, match=f"pid {other.pid} on .*started "):
-        run_degrade(hr_dir, "sen2naip", out, methods=("statistical",))
+        degrade.run(hr_dir, "sen2naip", out, methods=("statistical",))
     assert in_progress.is_dir()
     assert not (out / "synthetic" / "tile_0" / "image").exists()

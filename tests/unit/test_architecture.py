@@ -74,3 +74,88 @@ def test_only_the_earth_engine_backend_imports_ee() -> None:
         if "ee" in _imported_roots(p)
     }
     assert importers == {"harvest/catalog/earthengine.py"}
+
+
+# Reading or writing files in degradation/: the fit stage (harvest/stages/fit.py) reads chips and
+# writes models, degradation/ only computes. pretrained.py is the one exception: it loads the
+# published weights and fitted model folders.
+FILE_CALLS = {
+    "open",
+    "read_text",
+    "write_text",
+    "read_bytes",
+    "write_bytes",
+    "np.save",
+    "np.savez",
+    "np.savez_compressed",
+    "np.load",
+    "np.loadtxt",
+    "np.savetxt",
+    "torch.save",
+    "torch.load",
+    "json.load",
+    "json.dump",
+}
+FILE_MODULES = {"pathlib", "shutil", "tempfile", "rasterio", "pyarrow", "h5py"}
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else node.attr
+    return ""
+
+
+def _file_io(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = sorted(_imported_roots(path) & FILE_MODULES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            # Methods (``p.read_text()``) match by their last part, functions by dotted name.
+            if name in FILE_CALLS or name.rsplit(".", 1)[-1] in FILE_CALLS - {"open"} & {
+                "read_text",
+                "write_text",
+                "read_bytes",
+                "write_bytes",
+            }:
+                found.append(f"{name}() line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted((ROOT / "degradation").rglob("*.py")) if p.name != "pretrained.py"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_degradation_does_no_file_io(path: Path) -> None:
+    assert _file_io(path) == [], f"{path.relative_to(ROOT)} does file I/O"
+
+
+def test_the_file_io_check_sees_what_the_fit_stage_does() -> None:
+    # The rule above must catch real I/O: the stage that reads chips and writes models has it.
+    found = _file_io(ROOT / "harvest" / "stages" / "fit.py")
+    assert any("read_text" in f for f in found), found
+
+
+def test_the_cli_parses_and_samples_without_torch(tmp_path: Path) -> None:
+    # torch takes seconds to import: listing commands, their help, or drawing ROIs must not
+    # pay for it (the fit and degrade stages import it when they run).
+    code = (
+        "import sys\n"
+        "from harvest.cli import main\n"
+        "codes = [main(a) for a in (\n"
+        "    ['--help'], ['degradation', 'fit', '--help'], ['degrade', '--help'],\n"
+        f"    ['sample', '--n', '3', '--region', 'conus', '-o', {str(tmp_path / 'r.parquet')!r},\n"
+        "     '--no-progress'],\n"
+        ")]\n"
+        "print('RESULT', codes, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path
+    ).stdout
+    result = [line for line in out.splitlines() if line.startswith("RESULT")]
+    assert result == ["RESULT [0, 0, 0, 0] False"], out
+    assert (tmp_path / "r.parquet").is_file()

@@ -11,9 +11,10 @@ from sklearn.neighbors import BallTree
 
 from harvest.errors import InputFileError, SamplingError
 from harvest.geoio import read_harvest_metadata
-from harvest.pipeline import format_roi_ids, next_roi_number, run_sample
 from harvest.regions import load_region
 from harvest.sampling import estimate_capacity, sample_hardcore
+from harvest.stages.sample import format_roi_ids, next_roi_number
+from harvest.stages.sample import run as run_sample
 
 GEOD = Geod(ellps="WGS84")
 EARTH_MEAN_RADIUS_M = 6_371_008.8

@@ -29,9 +29,7 @@ cancelling what is queued on the cluster, since every later chip would fail the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import math
 import signal
 import threading
 import time
@@ -41,10 +39,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 import shapely
 
 from harvest import __version__
@@ -56,8 +53,8 @@ from harvest.hrefs import LOCAL_POLICY, AllowedHost, HrefPolicy
 from harvest.ids import check_id, check_ids
 from harvest.lock import dataset_lock_path, folder_lock
 from harvest.pairing import PairCandidate
-from harvest.progress import ProgressBar
-from harvest.qa import QaResult, QaThresholds, block_mean, evaluate_chip
+from harvest.progress import NO_PROGRESS, Progress
+from harvest.qa import QaResult, QaThresholds, evaluate_nested
 from harvest.qa import correct_shift as shift_lr
 from harvest.read import (
     RasterioReader,
@@ -66,20 +63,15 @@ from harvest.read import (
     gdal_env_options,
     gdal_timeout_options,
 )
+from harvest.records import FAILED, KEPT, REJECTED, FetchSummary
+from harvest.stages._chips import ChipProgress, finish_run, qa_columns
 from harvest.store import (
-    LR_FILE,
-    META_FILE,
-    SCL_FILE,
     assign_split,
     check_run_file,
     chip_folder,
     clean_temporaries,
-    iter_chip_folders,
     load_status,
     load_statuses,
-    move_chip_folder,
-    read_chip_folder,
-    sha256_file,
     write_chip_folder,
     write_manifest,
     write_status,
@@ -87,7 +79,6 @@ from harvest.store import (
 
 logger = logging.getLogger(__name__)
 
-KEPT, REJECTED, FAILED = "kept", "rejected", "failed"
 SCL_BAND = "SCL"
 
 
@@ -339,34 +330,6 @@ def chip_metadata(
     }
 
 
-def _qa_columns(qa: QaResult) -> dict[str, Any]:
-    row = qa.as_row()
-    row.pop("kept", None)
-    row.pop("reasons", None)
-    return dict(row)
-
-
-def _evaluate(
-    lr: npt.NDArray[np.float32],
-    hr: npt.NDArray[np.float32],
-    scl: npt.NDArray[Any] | None,
-    factor: int,
-    gsd_m: float,
-    hr_saturation: float | None,
-    thresholds: QaThresholds,
-) -> QaResult:
-    hr_at_lr = block_mean(hr, factor)
-    return evaluate_chip(
-        lr,
-        hr_at_lr,
-        hr=hr,
-        scl=scl,
-        hr_saturation=hr_saturation,
-        gsd_m=gsd_m,
-        thresholds=thresholds,
-    )
-
-
 def _factor(recipe: Recipe) -> int:
     ratio = recipe.lr.gsd_m / recipe.hr.gsd_m
     factor = round(ratio)
@@ -422,7 +385,7 @@ def process_chip(
         t2 = time.perf_counter()
         scl = None if scl_raw is None else np.nan_to_num(scl_raw, nan=0.0).astype(np.uint8)
         hr_sat = _saturation_value(hr_assets, recipe.hr.bands)
-        qa = _evaluate(
+        qa = evaluate_nested(
             lr.data, hr.data, scl, _factor(recipe), recipe.lr.gsd_m, hr_sat, settings.thresholds
         )
         lr_data = lr.data
@@ -454,7 +417,7 @@ def process_chip(
             reasons=";".join(qa.reasons),
             error=None,
             folder=str(files.folder.relative_to(settings.out_dir)),
-            qa=_qa_columns(qa),
+            qa=qa_columns(qa),
             sha256=files.sha256,
             seconds_read_lr=t1 - t0,
             seconds_read_hr=t2 - t1,
@@ -511,115 +474,6 @@ def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailureKind:
-    """The failed chips of one kind of error (the exception's class), with one example.
-
-    Attributes:
-        kind: The error's class name (``AssetReadError``, ``KilledWorker``, ...).
-        count: Failed chips with that error.
-        example_roi: The first of them (by roi_id).
-        example_error: Its recorded error message.
-    """
-
-    kind: str
-    count: int
-    example_roi: str
-    example_error: str
-
-
-def failure_kinds(statuses: Mapping[str, Mapping[str, Any]]) -> tuple[FailureKind, ...]:
-    """Failed chips grouped by error kind, most frequent first (ties by name)."""
-    groups: dict[str, list[str]] = {}
-    for roi_id in sorted(statuses):
-        st = statuses[roi_id]
-        if st.get("status") != FAILED:
-            continue
-        error = str(st.get("error") or "")
-        # Status files written before error_kind existed: the kind prefixes the error.
-        kind = str(st.get("error_kind") or error.split(":", 1)[0] or "unknown")
-        groups.setdefault(kind, []).append(roi_id)
-    return tuple(
-        FailureKind(kind, len(ids), ids[0], str(statuses[ids[0]].get("error") or ""))
-        for kind, ids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    )
-
-
-@dataclass(frozen=True)
-class FetchSummary:
-    """What a fetch (or QA) run did.
-
-    Attributes:
-        out_dir: The dataset folder.
-        manifest: The manifest written.
-        n_total: Chips in the input (or folder, for QA).
-        n_done_before: Chips skipped because an earlier run finished them.
-        n_kept: Kept chips in the folder after the run.
-        n_rejected: Rejected chips after the run.
-        n_failed: Failed chips after the run.
-        seconds: Wall time of the run.
-        chips_per_s: Chips processed by this run per second.
-        failures: The failed chips after the run, per error kind (:func:`failure_kinds`).
-    """
-
-    out_dir: Path
-    manifest: Path
-    n_total: int
-    n_done_before: int
-    n_kept: int
-    n_rejected: int
-    n_failed: int
-    seconds: float
-    chips_per_s: float
-    failures: tuple[FailureKind, ...] = ()
-
-    def failure_lines(self, width: int = 160) -> list[str]:
-        """The failed chips summed up: a heading and one line per error kind (none if none).
-
-        Args:
-            width: Longest line; the example error is shortened to fit.
-        """
-        if not self.failures:
-            return []
-        n = sum(f.count for f in self.failures)
-        lines = [
-            f"warning: {n} chip{'' if n == 1 else 's'} failed; the error column of "
-            f"{self.manifest} has each one (rerun with -v to see them as they fail; failed "
-            "chips are retried):"
-        ]
-        for f in self.failures:
-            line = f"  {f.count} x {f.kind}, e.g. {f.example_roi}: {f.example_error}"
-            lines.append(line if len(line) <= width else line[: width - 3] + "...")
-        return lines
-
-
-def qa_thresholds(
-    max_shift_px: float = 1.0,
-    max_sam_deg: float = 2.0,
-    max_cloud_pct: float = 0.0,
-    max_nodata_pct: float = 0.0,
-    shift_method: str = "phase",
-) -> QaThresholds:
-    """QA limits from the CLI's options (percentages as the user types them).
-
-    Raises:
-        ConfigError: an unknown shift method.
-    """
-    from harvest.errors import ConfigError
-
-    if shift_method not in ("phase", "sift"):
-        raise ConfigError(f"--shift-method {shift_method!r}: use phase or sift")
-    method: Literal["phase", "sift"] = "sift" if shift_method == "sift" else "phase"
-    return QaThresholds(
-        max_shift_px=max_shift_px,
-        max_spectral_angle_deg=max_sam_deg,
-        max_cloud_fraction=max_cloud_pct / 100.0,
-        max_shadow_fraction=max_cloud_pct / 100.0,
-        max_nodata_fraction=max_nodata_pct / 100.0,
-        shift_method=method,
-    )
-
-
 def _as_jobs(pairs: Any) -> list[FetchJob]:
     if isinstance(pairs, (str, Path)):
         from harvest.tables import read_pairs
@@ -630,27 +484,6 @@ def _as_jobs(pairs: Any) -> list[FetchJob]:
     if items and isinstance(items[0], FetchJob):
         return items
     return jobs_from_rows(items)
-
-
-class _Progress:
-    """The fetch / QA progress bar: chips/s and kept/rejected/failed counts (or nothing)."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.counts = {KEPT: 0, REJECTED: 0, FAILED: 0}
-        self.started = time.perf_counter()
-        self.bar = ProgressBar(label, total, enabled=enabled)
-
-    def update(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if not self.bar.enabled:
-            return
-        n = sum(self.counts.values())
-        rate = n / max(time.perf_counter() - self.started, 1e-9)
-        counts = " ".join(f"{k} {v}" for k, v in self.counts.items())
-        self.bar.advance(info=f"{rate:.1f} chips/s  {counts}")
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _run_tasks(
@@ -909,7 +742,7 @@ def _finished(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> bool:
     return chip_folder(out_dir, roi_id, st == KEPT).is_dir()
 
 
-def run_fetch(
+def run(
     pairs: Any,
     recipe: Recipe,
     out_dir: str | Path,
@@ -918,7 +751,7 @@ def run_fetch(
     scheduler: str | None = None,
     thresholds: QaThresholds | None = None,
     correct_shift: bool = False,
-    progress: bool = False,
+    progress: Progress | bool = NO_PROGRESS,
     sign: Signer | None = None,
     split_seed: int = 0,
     env_options: Mapping[str, Any] | None = None,
@@ -940,7 +773,7 @@ def run_fetch(
         scheduler: Address of an existing Dask scheduler (overrides ``workers``).
         thresholds: QA limits (default :class:`~harvest.qa.QaThresholds`).
         correct_shift: Move kept LR chips by the estimated shift (bicubic).
-        progress: Show a progress bar.
+        progress: How to show progress (a bar with chips/s and counts, or nothing).
         sign: Href signer applied right before each read (e.g. Planetary Computer).
         split_seed: Seed of the train/test block assignment.
         env_options: GDAL settings (default :func:`harvest.read.gdal_env_options`).
@@ -973,6 +806,12 @@ def run_fetch(
         from harvest.tables import read_pairs
 
         pairs = read_pairs(pairs)
+    searched = getattr(getattr(pairs, "metadata", None), "recipe", None)
+    if searched is not None and searched != recipe.name:
+        raise InputFileError(
+            f"the pairs were searched with recipe {searched}, not {recipe.name}: "
+            f"pass --recipe {searched}"
+        )
     jobs = _as_jobs(pairs)
     policy = href_policy or _href_policy(pairs, allow_hosts)
     if timeout_s is not None and not timeout_s > 0:
@@ -1023,7 +862,7 @@ def run_fetch(
             href_policy=policy,
             timeout_s=timeout_s,
         )
-        bar = _Progress(progress, len(pending), "fetch")
+        bar = ChipProgress(Progress.of(progress), len(pending), "fetch")
         try:
             _run_tasks(
                 pending,
@@ -1036,7 +875,7 @@ def run_fetch(
             )
         finally:
             bar.close()
-        return _finish(out, len(jobs), len(jobs) - len(pending), len(pending), started)
+        return finish_run(out, len(jobs), len(jobs) - len(pending), len(pending), started)
 
 
 def _href_policy(pairs: Any, allow_hosts: Sequence[str | AllowedHost]) -> HrefPolicy:
@@ -1052,125 +891,8 @@ def _href_policy(pairs: Any, allow_hosts: Sequence[str | AllowedHost]) -> HrefPo
     return HrefPolicy.for_catalog(kind, allow_hosts)
 
 
-def _chip_done(status: Mapping[str, Any], bar: _Progress) -> None:
+def _chip_done(status: Mapping[str, Any], bar: ChipProgress) -> None:
     if status.get("status") == FAILED:
         # Details only with -v: the end of the run sums failures up per kind (FetchSummary).
         logger.debug("chip %s failed: %s", status.get("roi_id"), status.get("error"))
     bar.update(str(status["status"]))
-
-
-def _finish(out: Path, n_total: int, n_before: int, n_run: int, started: float) -> FetchSummary:
-    statuses = load_statuses(out)
-    manifest = write_manifest(out, statuses)
-    counts = {KEPT: 0, REJECTED: 0, FAILED: 0}
-    for st in statuses.values():
-        counts[str(st.get("status"))] = counts.get(str(st.get("status")), 0) + 1
-    seconds = time.perf_counter() - started
-    return FetchSummary(
-        out_dir=out,
-        manifest=manifest,
-        n_total=n_total,
-        n_done_before=n_before,
-        n_kept=counts[KEPT],
-        n_rejected=counts[REJECTED],
-        n_failed=counts[FAILED],
-        seconds=seconds,
-        chips_per_s=n_run / seconds if seconds > 0 else math.nan,
-        failures=failure_kinds(statuses),
-    )
-
-
-def run_qa(
-    out_dir: str | Path,
-    thresholds: QaThresholds | None = None,
-    *,
-    progress: bool = False,
-) -> FetchSummary:
-    """Re-run QA on the written chips with other thresholds, without fetching again.
-
-    Each chip folder is read back, checked, moved between ``cross-sensor/`` and ``rejected/``
-    as the new decision says, its metadata.json updated (QA_1, QA_2, shift) and its status
-    rewritten; failed chips keep their status. The manifest is rebuilt at the end.
-
-    Raises:
-        StoreError: ``out_dir`` holds no fetched dataset.
-        FolderLockedError: another run (fetch, qa, degrade) is using ``out_dir``.
-        DiskWriteError: the disk is full or failing (the run stops there).
-    """
-    from harvest.errors import StoreError
-    from harvest.store import RUN_FILE
-
-    started = time.perf_counter()
-    out = Path(out_dir)
-    # run.json, not .harvest/: a folder that was only locked (by degrade) has .harvest/ too.
-    if not (out / RUN_FILE).is_file():
-        raise StoreError(f"{out} is not a fetched dataset folder: run 'harvest fetch' first")
-    with folder_lock(out, dataset_lock_path(out)):
-        return _run_qa_locked(out, thresholds, progress=progress, started=started)
-
-
-def _run_qa_locked(
-    out: Path, thresholds: QaThresholds | None, *, progress: bool, started: float
-) -> FetchSummary:
-    """:func:`run_qa` once the folder's lock is held."""
-    from harvest.store import atomic_write_bytes, json_bytes
-
-    clean_temporaries(out)
-    t = thresholds or QaThresholds()
-    statuses = load_statuses(out)
-    chips = list(iter_chip_folders(out))
-    bar = _Progress(progress, len(chips), "qa")
-    try:
-        for roi_id, folder, _was_kept in chips:
-            chip = read_chip_folder(folder)
-            meta = chip.metadata
-            factor = round(chip.lr_grid.gsd_m / chip.hr_grid.gsd_m)
-            qa = _evaluate(
-                chip.lr,
-                chip.hr,
-                chip.scl,
-                factor,
-                chip.lr_grid.gsd_m,
-                meta.get("hr_saturation"),
-                t,
-            )
-            s = qa.shift
-            if not meta.get("shift_corrected"):
-                meta.update(
-                    shift_dx_px=s.dx_px,
-                    shift_dy_px=s.dy_px,
-                    shift_east_m=s.east_m,
-                    shift_north_m=s.north_m,
-                    shift_method=s.method,
-                    QA_1=qa.qa1_px,
-                )
-            meta["QA_2"] = qa.qa2_deg
-            meta_bytes = json_bytes(meta)
-            atomic_write_bytes(folder / META_FILE, meta_bytes)
-            final = move_chip_folder(out, roi_id, qa.kept)
-            st = dict(statuses.get(roi_id, {"roi_id": roi_id}))
-            # A run killed between the folder and its status file: take the facts from metadata.
-            st.setdefault("split", meta.get("split"))
-            st.setdefault("s2_id", meta.get("s2_id"))
-            st.setdefault("naip_id", meta.get("naip_id"))
-            st.setdefault("epsg", meta.get("proj:epsg"))
-            st.setdefault("dt_hours", meta.get("dt_hours"))
-            sums = dict(st.get("sha256") or {})
-            sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
-            for name in (LR_FILE, SCL_FILE):
-                if name not in sums and (final / name).exists():
-                    sums[name] = sha256_file(final / name)
-            st.update(
-                status=KEPT if qa.kept else REJECTED,
-                reasons=";".join(qa.reasons),
-                error=None,
-                folder=str(final.relative_to(out)),
-                qa=_qa_columns(qa),
-                sha256=sums,
-            )
-            write_status(out, roi_id, st)
-            bar.update(str(st["status"]))
-    finally:
-        bar.close()
-    n_failed = sum(1 for st in load_statuses(out).values() if st.get("status") == FAILED)
-    return _finish(out, len(chips) + n_failed, 0, len(chips), started)
