@@ -23,7 +23,8 @@ site's chip-safe area (63 chips), local COGs.
   chip (the bench's chips overlap: 9 per demo scene; real ROIs 5 km apart do not).
 - time split: from the per-chip status records (LR + SCL read, HR read + resample, QA, write);
   the HR read is split into decode and resample by timing ``ds.read`` and
-  :func:`harvest.read.area_average_raw` apart, with open datasets kept as harvest keeps them.
+  :func:`harvest.backends.gdal.area_average.area_average_raw` apart, with open datasets kept as
+  harvest keeps them.
 - odc-stac: ``odc.stac.load`` of the same LR + HR chips for a few chips (decision record of the
   reader choice).
 
@@ -53,19 +54,15 @@ import rasterio
 from pyproj import Transformer
 from rasterio.windows import from_bounds
 
-from harvest.catalog.profiles import load_profile, parse_item
-from harvest.config import load_recipe
+from harvest.backends.gdal.area_average import area_average_raw
+from harvest.backends.gdal.reader import RasterioReader, aligned_window, gdal_env
+from harvest.backends.profiles import load_profile, parse_item
+from harvest.backends.registry import close_readers
 from harvest.demo.stac import item_dicts_absolute
 from harvest.demo.truth import load_truth
 from harvest.demo.world import WORLD_FORMAT, run_demo_world
 from harvest.pairing import RoiFootprint, pair_scenes
-from harvest.read import (
-    RasterioReader,
-    aligned_window,
-    area_average_raw,
-    gdal_env,
-)
-from harvest.stages import fetch as fetch_module
+from harvest.recipes import load_recipe
 from harvest.stages.fetch import FetchJob, _warm_worker, local_cluster
 from harvest.stages.fetch import run as run_fetch
 from harvest.store import load_statuses
@@ -178,9 +175,7 @@ class FreshReader(RasterioReader):
 
 def drop_readers() -> None:
     """Close this process's harvest readers: no decoded tile outlives a run into the next."""
-    for reader in fetch_module._READERS.values():
-        reader.close()
-    fetch_module._READERS.clear()
+    close_readers()
 
 
 def harvest_run(

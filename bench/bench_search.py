@@ -200,10 +200,10 @@ def main() -> None:
     parser.add_argument("--skip-api", action="store_true")
     args = parser.parse_args()
 
-    from harvest.catalog.profiles import load_profile
-    from harvest.catalog.stac_parquet import StacParquetCatalog
-    from harvest.config import load_recipe
+    from harvest.backends.profiles import load_profile
+    from harvest.backends.stac_parquet.catalog import StacParquetCatalog
     from harvest.geoio import read_roi_points
+    from harvest.recipes import load_recipe
     from harvest.stages.sample import run as run_sample
     from harvest.stages.search import chip_footprints
     from harvest.stages.search import run as run_search
@@ -248,7 +248,7 @@ def main() -> None:
         import pystac_client
         from stac_server import start_stac_server
 
-        from harvest.catalog.stac_api import StacApiCatalog
+        from harvest.backends.stac_api.catalog import StacApiCatalog
 
         items = api_items(args.api_passes)
         t0 = time.perf_counter()

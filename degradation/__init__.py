@@ -9,7 +9,9 @@ Modules:
     resample: bilinear downsampling as ``F.interpolate`` does it (with or without antialias),
         computed as strided separable passes.
     psf: per-band Gaussian PSF, fused with downsampling (``blur_downsample``).
-    fit: ``fit_sigma``, the per-band PSF sigma minimising MAE against observed LR.
+    fit: fitting models on LR/HR pairs given as arrays (``PairChip``): ``fit_sigma`` (the
+        per-band PSF sigma minimising MAE against observed LR), the registered PSF and the
+        joint gamma / sigma / shift / noise fit (``fit_pairs``), network training, Table 2.
     noise: the simple signal-scaled Gaussian noise, a noise level estimator, and the
         reflectance-to-noise matrix (estimated from LR images, sampled per pixel, vectorised).
     harmonize.histogram: exact histogram matching, 120-bin band histograms, matching to a

@@ -279,8 +279,7 @@ def search(
     """Find (LR, HR) acquisition pairs for every ROI and write them as GeoParquet."""
     import os
 
-    from harvest.catalog.earthengine import default_project
-    from harvest.catalog.registry import DEMO_WORLD_ENV, open_catalog
+    from harvest.backends.registry import DEMO_WORLD_ENV, default_ee_project, open_catalog
     from harvest.progress import Progress
     from harvest.stages import search as stage
     from harvest.stages.search import parse_day
@@ -290,7 +289,7 @@ def search(
     opened = open_catalog(
         catalog,
         profile=profile,
-        ee_project=ee_project or default_project(os.environ),
+        ee_project=ee_project or default_ee_project(os.environ),
         demo_world=os.environ.get(DEMO_WORLD_ENV),
         timeout_s=timeout,
     )
@@ -425,12 +424,11 @@ def fetch(
     """Read, quality-check and write LR/HR chips (SEN2NAIP layout); resumes an existing folder."""
     import os
 
-    from harvest.catalog.earthengine import default_project
-    from harvest.catalog.registry import signer_for
-    from harvest.config import load_recipe
+    from harvest.backends.registry import default_ee_project, signer_for
     from harvest.hrefs import ALLOW_HOSTS_ENV, parse_allowed_hosts
     from harvest.progress import Progress
     from harvest.qa import thresholds_from_options
+    from harvest.recipes import load_recipe
     from harvest.stages import fetch as stage
     from harvest.tables import read_pairs
 
@@ -450,7 +448,7 @@ def fetch(
         progress=Progress(progress),
         sign=signer_for(table.metadata.provider, timeout),
         split_seed=split_seed,
-        ee_project=ee_project or default_project(os.environ),
+        ee_project=ee_project or default_ee_project(os.environ),
         ee_url=ee_url,
         allow_hosts=allowed,
         timeout_s=timeout,

@@ -17,10 +17,18 @@ import contextlib
 import errno
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from harvest.errors import DiskWriteError
+
+TMP_MARK = ".tmp-"
+"""Marks harvest's temporary names: ``.NAME.tmp-PID-RANDOM`` beside the file or folder ``NAME``.
+
+The one temporary-name scheme of every write (files, chip and model folders, tables), so the
+start-up sweep (:func:`harvest.store.clean_temporaries`, under the folder's lock) finds
+everything a killed run left behind."""
 
 #: Errors of a write that no other chip or image would escape.
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
@@ -82,3 +90,53 @@ def write_file(path: Path, data: bytes) -> None:
     """
     with write_guard(path), open(path, "wb") as fh:
         fh.write(data)
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (same folder: the final rename is atomic)."""
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is one of harvest's temporary names (what a killed run leaves behind)."""
+    return path.name.startswith(".") and TMP_MARK in path.name
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; rename it to ``path`` when the block ends.
+
+    The temporary file is removed when the block raises, so ``path`` is either the old file or
+    the complete new one. The parent folder is created if needed.
+
+    Raises:
+        DiskWriteError: the disk cannot take the write.
+    """
+    tmp = temp_name(path)
+    try:
+        with write_guard(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    Args:
+        path: Destination.
+        data: The bytes.
+        durable: ``fsync`` the temporary file before the rename. The rename alone is what
+            makes the write all-or-nothing for a killed process (the page cache outlives it);
+            ``fsync`` only matters for an operating-system crash or power loss.
+
+    Raises:
+        DiskWriteError: the disk cannot take the write.
+    """
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -1,6 +1,8 @@
-"""Small GeoParquet helpers: atomic point-table writes and ROI-table reads.
+"""GeoParquet helpers: the one table writer (:func:`write_geoparquet`) and ROI-table reads.
 
-Writing goes straight through pyarrow (WKB geometry plus the GeoParquet ``geo`` metadata), which
+Every table harvest writes (ROIs, pairs, dropped ROIs, the manifest) goes through
+:func:`write_geoparquet`: atomic, zstd, harvest's one temporary-name scheme. Writing goes
+straight through pyarrow (WKB geometry plus the GeoParquet ``geo`` metadata), which
 keeps ``harvest sample`` free of the geopandas import; reading user files goes through geopandas,
 which understands every GeoParquet flavour.
 """
@@ -8,8 +10,7 @@ which understands every GeoParquet flavour.
 from __future__ import annotations
 
 import json
-import os
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from harvest.diskio import replacing
 from harvest.errors import InputFileError
 from harvest.ids import check_ids
 
@@ -39,9 +41,52 @@ class RoiPoints:
     lat_deg: npt.NDArray[np.float64]
 
 
-def atomic_temp_path(path: Path) -> Path:
-    """A hidden temporary path in the same folder as ``path`` (so ``os.replace`` is atomic)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+def write_geoparquet(
+    path: Path,
+    table: Any,
+    *,
+    geometry_types: Sequence[str] = (),
+    bbox: Sequence[float] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> None:
+    """The one writer of harvest's tables: (Geo)Parquet, zstd, atomically (temp file + rename).
+
+    Args:
+        path: Destination file; its folder is created if needed.
+        table: A ``pyarrow.Table``. When ``geometry_types`` is given, its ``geometry`` column
+            holds WKB in EPSG:4326 and the GeoParquet ``geo`` metadata is added; otherwise a
+            plain Parquet file is written.
+        geometry_types: GeoParquet geometry types of the ``geometry`` column (``Point``...).
+        bbox: ``[xmin, ymin, xmax, ymax]`` of the geometries (optional).
+        extra_metadata: JSON-serialisable dict stored under the ``harvest`` metadata key.
+
+    Raises:
+        DiskWriteError: the disk cannot take the write.
+    """
+    import pyarrow.parquet as pq
+
+    meta: dict[bytes, bytes] = {}
+    if geometry_types:
+        from pyproj import CRS
+
+        geo_column: dict[str, Any] = {
+            "encoding": "WKB",
+            "geometry_types": list(geometry_types),
+            "crs": CRS.from_epsg(4326).to_json_dict(),
+        }
+        if bbox:
+            geo_column["bbox"] = [float(v) for v in bbox]
+        geo = {
+            "version": GEOPARQUET_VERSION,
+            "primary_column": "geometry",
+            "columns": {"geometry": geo_column},
+        }
+        meta[b"geo"] = json.dumps(geo).encode()
+    if extra_metadata is not None:
+        meta[HARVEST_METADATA_KEY] = json.dumps(extra_metadata, sort_keys=True).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def write_points_geoparquet(
@@ -62,9 +107,7 @@ def write_points_geoparquet(
         extra_metadata: JSON-serialisable dict stored under the ``harvest`` schema metadata key.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
     import shapely
-    from pyproj import CRS
 
     wkb = shapely.to_wkb(shapely.points(lon_deg, lat_deg))
     arrays: dict[str, Any] = {}
@@ -76,35 +119,18 @@ def write_points_geoparquet(
             arrays["geometry"] = pa.array(wkb, type=pa.binary())
     if "geometry" not in arrays:
         arrays["geometry"] = pa.array(wkb, type=pa.binary())
-    table = pa.table(arrays)
     bbox = (
         [float(lon_deg.min()), float(lat_deg.min()), float(lon_deg.max()), float(lat_deg.max())]
         if lon_deg.size
-        else []
+        else None
     )
-    geo_column: dict[str, Any] = {
-        "encoding": "WKB",
-        "geometry_types": ["Point"],
-        "crs": CRS.from_epsg(4326).to_json_dict(),
-    }
-    if bbox:
-        geo_column["bbox"] = bbox
-    geo = {
-        "version": GEOPARQUET_VERSION,
-        "primary_column": "geometry",
-        "columns": {"geometry": geo_column},
-    }
-    meta = {b"geo": json.dumps(geo).encode()}
-    if extra_metadata is not None:
-        meta[HARVEST_METADATA_KEY] = json.dumps(extra_metadata, sort_keys=True).encode()
-    table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_temp_path(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_geoparquet(
+        path,
+        pa.table(arrays),
+        geometry_types=["Point"],
+        bbox=bbox,
+        extra_metadata=extra_metadata,
+    )
 
 
 def read_harvest_metadata(path: Path) -> dict[str, Any]:

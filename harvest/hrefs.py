@@ -58,7 +58,7 @@ from harvest.errors import ConfigError, HrefRefusedError
 
 CatalogKind = Literal["stac-api", "stac-geoparquet", "earth-engine"]
 CATALOG_KINDS: tuple[str, ...] = ("stac-api", "stac-geoparquet", "earth-engine")
-"""Kinds of catalog (:attr:`harvest.catalog.registry.OpenedCatalog.kind`)."""
+"""Kinds of catalog (:attr:`harvest.backends.registry.OpenedCatalog.kind`)."""
 REMOTE_KINDS: frozenset[str] = frozenset({"stac-api", "earth-engine"})
 """Kinds whose hrefs are restricted (the others are files on the user's disk)."""
 
@@ -265,7 +265,7 @@ def infer_catalog_kind(catalog: str, provider: str = "") -> str:
     text = catalog.strip()
     if text.lower().startswith(("http://", "https://")):
         return "stac-api"
-    from harvest.catalog.profiles import known_profiles, load_profile
+    from harvest.backends.profiles import known_profiles, load_profile
 
     if text in known_profiles():
         kind = load_profile(text).kind

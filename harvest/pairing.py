@@ -1,6 +1,6 @@
 """Pairing: from ROIs and found scenes to one (LR, HR) acquisition pair per ROI.
 
-Pure: no I/O and no network; scenes come in as :class:`~harvest.catalog.base.SceneRef` lists,
+Pure: no I/O and no network; scenes come in as :class:`~harvest.backends.base.SceneRef` lists,
 already searched. Everything is vectorised: an STRtree assigns scenes to ROIs, coverage is
 computed with array functions, and the time-window join is a bucketed table merge, so pairing
 100,000 ROIs costs no Python loop over ROIs x scenes.
@@ -47,10 +47,10 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from harvest.catalog.base import SceneRef, dedupe_scenes
-from harvest.config import Recipe
+from harvest.backends.base import SceneRef, dedupe_scenes
 from harvest.errors import CatalogError, InputFileError
 from harvest.grid import utm_epsg
+from harvest.recipes import Recipe
 
 COVERAGE_TOLERANCE_M2 = 1.0
 """Uncovered ROI area (m^2) still counted as full coverage: a sixth of one 2.5 m HR pixel."""

@@ -66,7 +66,7 @@ def run_demo(
     """
     import time
 
-    from harvest.catalog.registry import open_catalog
+    from harvest.backends.registry import open_catalog
     from harvest.demo.truth import load_truth
     from harvest.demo.world import run_demo_world
     from harvest.geoio import read_roi_points
@@ -154,7 +154,7 @@ def run_demo(
     # Fetch: chips on the nested grid, QA with reason codes, the SEN2NAIP cross-sensor layout.
     import geopandas as gpd
 
-    from harvest.config import load_recipe
+    from harvest.recipes import load_recipe
     from harvest.stages import fetch
 
     t0 = time.perf_counter()

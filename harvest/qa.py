@@ -1,9 +1,10 @@
 """Per-chip quality checks: nodata, cloud, blank areas, LR-HR shift, spectral agreement, range.
 
 Pure numpy/scipy (OpenCV is imported lazily, only by the SIFT estimator). Every check returns a
-number; :func:`evaluate_chip` compares the numbers with :class:`QaThresholds` and gives every
-rejection a :class:`Reason` code, so the manifest says why each chip was dropped and ``harvest
-qa`` can re-run the decisions with other thresholds.
+number; :func:`evaluate_chip` (one LR/HR pair) and :func:`evaluate_groups` (the band groups of a
+recipe, with its checks and band correspondence) compare the numbers with :class:`QaThresholds`
+and give every rejection a :class:`Reason` code, so the manifest says why each chip was dropped
+and ``harvest qa`` can re-run the decisions with other thresholds.
 
 Conventions:
     * Images are ``[C, H, W]`` (or ``[H, W]`` for one band) float reflectance.
@@ -20,11 +21,12 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +59,22 @@ class Reason(StrEnum):
     SPECTRAL = "spectral"
     SATURATED = "saturated"
     IMPLAUSIBLE_REFLECTANCE = "implausible_reflectance"
+    IMPLAUSIBLE_BACKSCATTER = "implausible_backscatter"
+
+
+ALL_CHECKS = frozenset(
+    {
+        "nodata",
+        "cloud",
+        "blank",
+        "shift",
+        "spectral",
+        "saturated",
+        "reflectance_range",
+        "backscatter_range",
+    }
+)
+"""Every check's name (:class:`harvest.recipes.Check`): what :func:`evaluate_chip` applies."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,8 @@ class QaThresholds:
         max_spectral_angle_deg: Largest mean spectral angle QA_2 in degrees.
         max_saturated_fraction: Largest fraction of saturated pixels.
         reflectance_range: Plausible reflectance range (both ends allowed).
-        max_implausible_fraction: Largest fraction of pixel values outside that range.
+        backscatter_range_db: Plausible SAR backscatter (sigma0) range in dB.
+        max_implausible_fraction: Largest fraction of pixel values outside their range.
         shift_method: Shift estimator: ``"phase"`` (masked phase correlation) or ``"sift"``.
         max_match_distance_m: SIFT matches farther apart than this are dropped (SEN2VENuS).
         min_matches: Fewer SIFT matches left than this: registration failed.
@@ -89,6 +108,7 @@ class QaThresholds:
     max_spectral_angle_deg: float = 2.0
     max_saturated_fraction: float = 0.0
     reflectance_range: tuple[float, float] = (0.0, 1.2)
+    backscatter_range_db: tuple[float, float] = (-50.0, 30.0)
     max_implausible_fraction: float = 0.0
     shift_method: Literal["phase", "sift"] = "phase"
     max_match_distance_m: float = 15.0
@@ -138,8 +158,9 @@ class ShiftEstimate:
 class QaResult:
     """Every QA metric of one chip and the reasons it is rejected (empty when kept).
 
-    Fractions are of pixels (cloud, shadow: of the LR chip; nodata, saturated: the larger of LR
-    and HR); blank fractions are of window positions. NaN means "not computed".
+    Fractions are of pixels (cloud, shadow: of the chip's SCL; nodata, saturated, implausible:
+    the largest over the band groups); blank fractions are of window positions. NaN means "not
+    computed". ``groups`` holds the metrics per band group (:func:`evaluate_groups` only).
     """
 
     reasons: tuple[Reason, ...]
@@ -154,6 +175,7 @@ class QaResult:
     qa1_px: float
     qa2_deg: float
     thresholds: QaThresholds = field(default_factory=QaThresholds)
+    groups: tuple[GroupQa, ...] = ()
 
     @property
     def kept(self) -> bool:
@@ -906,6 +928,10 @@ def evaluate_chip(
 ) -> QaResult:
     """Run every check on one LR/HR chip pair and list the reasons to reject it.
 
+    Every band of ``lr`` corresponds to the band of ``hr_at_lr`` at the same index; for a recipe
+    with several band groups, a band correspondence or a SAR sensor, see
+    :func:`evaluate_groups`.
+
     Args:
         lr: LR chip ``[C, H, W]`` float reflectance.
         hr_at_lr: HR chip on the LR grid (same shape as ``lr``).
@@ -937,87 +963,442 @@ def evaluate_chip(
     lr_bad = nodata_mask(a, nodata, lr_invalid)
     if scl_arr is not None:
         lr_bad |= scl_arr == SCL_NODATA
-    hr_bad = nodata_mask(b, nodata, hr_invalid)
-    nod = max(float(lr_bad.mean()), float(hr_bad.mean()))
     cloud_f, shadow_f = cloud_fractions(scl_arr, cloud, shadow)
     sat_mask = _as_mask(lr_saturated, shape, "lr_saturated")
     if scl_arr is not None:
         scl_sat = scl_arr == SCL_SATURATED_DEFECTIVE
         sat_mask = scl_sat if sat_mask is None else sat_mask | scl_sat
-    sat = max(saturated_fraction(a, None, sat_mask), saturated_fraction(b, hr_saturation))
-    valid = ~(lr_bad | hr_bad)
-    implausible = max(
-        implausible_fraction(a, t.reflectance_range, valid),
-        implausible_fraction(b, t.reflectance_range, valid),
+    pair = _evaluate_pair(
+        a,
+        b,
+        b if hr is None else _as_bands(hr, "hr"),
+        lr_bad=lr_bad,
+        hr_bad=nodata_mask(b, nodata, hr_invalid),
+        lr_sat=(None, sat_mask),
+        hr_sat=(hr_saturation, None),
+        band_pairs=None,
+        gsd_m=gsd_m,
+        t=t,
     )
-    blank_lr = blank_fraction(a, t.blank_window_px, t.blank_rule)
-    blank_hr = blank_fraction(b if hr is None else hr, t.blank_window_px, t.blank_rule)
-    if t.shift_method == "sift":
-        shift = sift_shift(
-            a,
-            b,
-            valid,
-            gsd_m=gsd_m,
-            max_match_distance_m=t.max_match_distance_m,
-            min_matches=t.min_matches,
-        )
-    else:
-        shift = phase_correlation(a, b, valid, gsd_m=gsd_m)
-    qa1 = shift.magnitude_px
-    qa2 = spectral_qa(a, b, valid)
+    return _result(pair, cloud_f, shadow_f, ALL_CHECKS, t)
 
-    reasons: list[Reason] = []
-    checks: Sequence[tuple[Reason, bool]] = (
-        (Reason.NODATA, nod > t.max_nodata_fraction),
-        (Reason.CLOUD, cloud_f > t.max_cloud_fraction),
-        (Reason.CLOUD_SHADOW, shadow_f > t.max_shadow_fraction),
-        (Reason.BLANK, blank_lr > 0 or blank_hr > 0),
-        (Reason.SHIFT, shift.ok and qa1 > t.max_shift_px),
-        (Reason.REGISTRATION_FAILED, not shift.ok),
-        (Reason.SPECTRAL, not math.isfinite(qa2) or qa2 > t.max_spectral_angle_deg),
-        (Reason.SATURATED, sat > t.max_saturated_fraction),
-        (Reason.IMPLAUSIBLE_REFLECTANCE, implausible > t.max_implausible_fraction),
+
+# ------------------------------------------------------------------------------------------
+# Band groups, as recipes describe them
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupImage:
+    """One band group of a chip as QA sees it (e.g. Sentinel-2's 20 m bands).
+
+    Attributes:
+        role: ``"lr"`` or ``"hr"``.
+        name: The group's name in the recipe.
+        bands: Band names, one per image plane.
+        gsd_m: Pixel size in metres.
+        data: ``[C, H, W]`` float values (reflectance; sigma0 in dB for SAR), NaN = nodata.
+        sar: A SAR group: checked for backscatter range instead of reflectance and saturation.
+        saturation: Value at or above which a band is saturated (8-bit sources), if known.
+    """
+
+    role: str
+    name: str
+    bands: tuple[str, ...]
+    gsd_m: float
+    data: npt.NDArray[np.floating]
+    sar: bool = False
+    saturation: float | None = None
+
+
+@dataclass(frozen=True)
+class GroupQa:
+    """The metrics of one band group (recorded in the generic layout's metadata.json).
+
+    Attributes:
+        role: ``"lr"`` or ``"hr"``.
+        name: The group's name.
+        nodata_fraction: Fraction of its pixels with no data.
+        blank_fraction: Fraction of its blank windows.
+        saturated_fraction: Fraction of saturated pixels (NaN for SAR groups).
+        implausible_fraction: Fraction of values outside the plausible range of its kind.
+        spectral_angle_deg: Mean spectral angle against the corresponding HR bands (LR groups
+            with corresponding bands; NaN otherwise).
+    """
+
+    role: str
+    name: str
+    nodata_fraction: float
+    blank_fraction: float
+    saturated_fraction: float
+    implausible_fraction: float
+    spectral_angle_deg: float = math.nan
+
+
+def _ratio(coarse_gsd_m: float, fine_gsd_m: float) -> Fraction:
+    # Pixel sizes are whole millimetres (recipes check it): the ratio is exact.
+    ratio = Fraction(round(coarse_gsd_m * 1000), round(fine_gsd_m * 1000))
+    if ratio < 1:
+        raise QaError(
+            f"a {fine_gsd_m:g} m group cannot be area-averaged to {coarse_gsd_m:g} m pixels: "
+            "QA compares a finer HR group with a coarser LR group"
+        )
+    return ratio
+
+
+def area_resample(image: npt.ArrayLike, ratio: Fraction | int) -> FloatArray:
+    """Area-average a fine chip onto a grid ``ratio`` times coarser (any rational ratio).
+
+    An integer ratio is :func:`block_mean`. For ``p / q`` (2.5 = 5/2) each fine pixel is first
+    split into ``q`` x ``q`` equal parts, then blocks of ``p`` x ``p`` parts are averaged: every
+    coarse pixel is the exact area-weighted mean of the fine pixels it overlaps.
+
+    Args:
+        image: ``[C, H, W]`` or ``[H, W]`` with ``H * q`` and ``W * q`` divisible by ``p``.
+        ratio: Coarse over fine pixel size, ``>= 1``.
+    """
+    r = Fraction(ratio)
+    if r.denominator == 1:
+        return block_mean(image, r.numerator)
+    q = r.denominator
+    a = np.asarray(image)
+    split = np.repeat(np.repeat(a, q, axis=-2), q, axis=-1)
+    return block_mean(split, r.numerator)
+
+
+def block_any(mask: npt.ArrayLike, ratio: Fraction | int) -> BoolArray:
+    """``[H, W]`` mask brought to a grid ``ratio`` times coarser: True where any part is True."""
+    r = Fraction(ratio)
+    m = np.asarray(mask, dtype=bool)
+    if r.denominator > 1:
+        m = np.repeat(np.repeat(m, r.denominator, axis=0), r.denominator, axis=1)
+    p = r.numerator
+    if m.shape[0] % p or m.shape[1] % p:
+        raise QaError(f"cannot reduce a {m.shape} mask by {p}: the sides must be multiples of it")
+    out: BoolArray = np.any(m.reshape(m.shape[0] // p, p, m.shape[1] // p, p), axis=(1, 3))
+    return out
+
+
+def band_pairs(
+    lr_bands: Sequence[str], hr_bands: Sequence[str], correspondence: Mapping[str, str]
+) -> tuple[tuple[int, int], ...]:
+    """``(lr index, hr index)`` of the corresponding bands of two groups, in LR band order."""
+    return tuple(
+        (i, hr_bands.index(correspondence[band]))
+        for i, band in enumerate(lr_bands)
+        if correspondence.get(band) in hr_bands
     )
-    reasons = [r for r, bad in checks if bad]
+
+
+def evaluate_groups(
+    lr: Sequence[GroupImage],
+    hr: Sequence[GroupImage],
+    *,
+    checks: Collection[str],
+    correspondence: Mapping[str, str],
+    scl: npt.ArrayLike | None = None,
+    scl_role: str = "lr",
+    thresholds: QaThresholds | None = None,
+) -> QaResult:
+    """Check a chip of any number of band groups, as its recipe says.
+
+    The LR and HR primary groups (the first of each) are the pair :func:`evaluate_chip` checks:
+    the HR group is area-averaged onto the LR grid (any rational ratio, :func:`area_resample`),
+    the shift is estimated and the spectral angle measured between corresponding bands only.
+    Every further group adds its nodata, blank, saturation and range fractions (the chip's
+    values are the largest over its groups), and every further LR group its spectral angle
+    against the HR bands corresponding to its own (QA_2 is the largest angle). SAR groups are
+    checked for their backscatter range instead of reflectance range and saturation. A check
+    not in ``checks`` is still measured but rejects nothing.
+
+    Args:
+        lr: The LR sensor's groups, primary first.
+        hr: The HR sensor's groups, primary first.
+        checks: Names of the checks that reject (:class:`harvest.recipes.Check` values).
+        correspondence: LR band -> HR band (no shift or spectral angle without one).
+        scl: Sentinel-2 scene classes on the grid of the primary group of ``scl_role``.
+        scl_role: Whose primary group the SCL lies on (``"lr"`` or ``"hr"``).
+        thresholds: Limits (default :class:`QaThresholds`).
+
+    Returns:
+        Every metric, the reasons (in :class:`Reason` order) and the per-group metrics.
+    """
+    t = thresholds or QaThresholds()
+    if not lr or not hr:
+        raise QaError("QA needs at least one LR and one HR band group")
+    lr0, hr0 = lr[0], hr[0]
+    ratio = _ratio(lr0.gsd_m, hr0.gsd_m)
+    a = _as_bands(lr0.data, "lr")
+    hr_full = _as_bands(hr0.data, "hr")
+    b = area_resample(hr_full, ratio)
+    if a.shape[1:] != b.shape[1:]:
+        raise QaError(f"lr has shape {a.shape} but hr_at_lr {b.shape}: bring HR to the LR grid")
+    mask = None if scl is None else np.asarray(scl)
+    lr_bad = nodata_mask(a)
+    hr_bad = nodata_mask(b)
+    lr_sat_mask = hr_sat_mask = None
+    cloud_f, shadow_f = cloud_fractions(mask)
+    if mask is not None:
+        # The SCL lies on its own sensor's primary grid; on the HR side it is reduced onto
+        # the LR grid (a coarse pixel is nodata or saturated when any part of it is).
+        on_lr = scl_role == "lr"
+        expected = a.shape[1:] if on_lr else hr_full.shape[1:]
+        if mask.shape != expected:
+            raise QaError(f"scl has shape {mask.shape}; expected the {scl_role} grid {expected}")
+        nod_mask = mask == SCL_NODATA
+        sat_mask = mask == SCL_SATURATED_DEFECTIVE
+        if on_lr:
+            lr_bad |= nod_mask
+            lr_sat_mask = sat_mask
+        else:
+            hr_bad |= block_any(nod_mask, ratio)
+            hr_sat_mask = block_any(sat_mask, ratio)
+    pairs = band_pairs(lr0.bands, hr0.bands, correspondence)
+    pair = _evaluate_pair(
+        a,
+        b,
+        hr_full,
+        lr_bad=lr_bad,
+        hr_bad=hr_bad,
+        lr_sat=(lr0.saturation, lr_sat_mask),
+        hr_sat=(hr0.saturation, hr_sat_mask),
+        band_pairs=pairs,
+        gsd_m=lr0.gsd_m,
+        t=t,
+        lr_sar=lr0.sar,
+        hr_sar=hr0.sar,
+    )
+    # QA_2 is the largest angle over the LR groups that have corresponding HR bands.
+    angles = [pair.qa2] if pairs else []
+    per_group = [
+        _group_qa(lr0, lr_bad, pair.blank_lr, pair.lr_sat, pair.lr_implausible, pair.qa2),
+        _group_qa(hr0, hr_bad, pair.blank_hr, pair.hr_sat, pair.hr_implausible),
+    ]
+    for g in (*lr[1:], *hr[1:]):
+        data = _as_bands(g.data, f"{g.role} group {g.name}")
+        bad = nodata_mask(data)
+        angle = _group_angle(g, data, bad, hr, correspondence) if g.role == "lr" else None
+        if angle is not None:
+            angles.append(angle)
+        per_group.append(
+            _group_qa(
+                g,
+                bad,
+                blank_fraction(data, t.blank_window_px, t.blank_rule),
+                math.nan if g.sar else saturated_fraction(data, g.saturation),
+                implausible_fraction(data, _value_range(g.sar, t), ~bad),
+                math.nan if angle is None else angle,
+            )
+        )
+    groups = [lr0, hr0, *lr[1:], *hr[1:]]
+    pair = _fold_groups(pair, per_group, groups, _largest(angles))
+    result = _result(pair, cloud_f, shadow_f, frozenset(checks), t)
+    return replace(result, groups=tuple(per_group))
+
+
+def _group_angle(
+    g: GroupImage,
+    data: FloatArray,
+    bad: BoolArray,
+    hr: Sequence[GroupImage],
+    correspondence: Mapping[str, str],
+) -> float | None:
+    """Largest spectral angle of an extra LR group against the HR groups it has bands of.
+
+    None when none of its bands has a corresponding HR band.
+    """
+    angles = []
+    for h in hr:
+        pairs = band_pairs(g.bands, h.bands, correspondence)
+        if not pairs:
+            continue
+        h_at_g = area_resample(_as_bands(h.data, f"hr group {h.name}"), _ratio(g.gsd_m, h.gsd_m))
+        valid = ~(bad | nodata_mask(h_at_g))
+        lr_idx = [i for i, _ in pairs]
+        hr_idx = [j for _, j in pairs]
+        angles.append(spectral_qa(data[lr_idx], h_at_g[hr_idx], valid))
+    return _largest(angles) if angles else None
+
+
+def _largest(values: Sequence[float]) -> float:
+    """The largest value; NaN when there is none or one of them is NaN (not measurable)."""
+    if not values or any(math.isnan(v) for v in values):
+        return math.nan
+    return max(values)
+
+
+def _value_range(sar: bool, t: QaThresholds) -> tuple[float, float]:
+    return t.backscatter_range_db if sar else t.reflectance_range
+
+
+def _group_qa(
+    g: GroupImage,
+    bad: BoolArray,
+    blank: float,
+    saturated: float,
+    implausible: float,
+    angle: float = math.nan,
+) -> GroupQa:
+    return GroupQa(g.role, g.name, float(bad.mean()), blank, saturated, implausible, angle)
+
+
+@dataclass(frozen=True)
+class _PairMetrics:
+    """The numbers of one LR/HR pair (and, once folded, of every group of the chip)."""
+
+    nodata: float
+    lr_sat: float
+    hr_sat: float
+    lr_implausible: float
+    hr_implausible: float
+    implausible_reflectance: float
+    implausible_backscatter: float
+    blank_lr: float
+    blank_hr: float
+    shift: ShiftEstimate
+    qa2: float
+    saturated: float
+
+
+def _evaluate_pair(
+    a: FloatArray,
+    b: FloatArray,
+    hr_full: FloatArray,
+    *,
+    lr_bad: BoolArray,
+    hr_bad: BoolArray,
+    lr_sat: tuple[float | None, BoolArray | None],
+    hr_sat: tuple[float | None, BoolArray | None],
+    band_pairs: Sequence[tuple[int, int]] | None,
+    gsd_m: float,
+    t: QaThresholds,
+    lr_sar: bool = False,
+    hr_sar: bool = False,
+) -> _PairMetrics:
+    """Every metric of an LR chip ``a`` and the HR chip on its grid ``b``.
+
+    ``band_pairs`` None: band ``i`` of ``a`` corresponds to band ``i`` of ``b`` (same band
+    count); empty: no band corresponds (no shift, no spectral angle).
+    """
+    nod = max(float(lr_bad.mean()), float(hr_bad.mean()))
+    lr_sat_f = math.nan if lr_sar else saturated_fraction(a, lr_sat[0], lr_sat[1])
+    hr_sat_f = math.nan if hr_sar else saturated_fraction(b, hr_sat[0], hr_sat[1])
+    valid = ~(lr_bad | hr_bad)
+    lr_impl = implausible_fraction(a, _value_range(lr_sar, t), valid)
+    hr_impl = implausible_fraction(b, _value_range(hr_sar, t), valid)
+    blank_lr = blank_fraction(a, t.blank_window_px, t.blank_rule)
+    blank_hr = blank_fraction(hr_full, t.blank_window_px, t.blank_rule)
+    x, y = a, b
+    identity = len(a) == len(b) and tuple(band_pairs or ()) == tuple((i, i) for i in range(len(a)))
+    if band_pairs is not None and not identity:
+        # Only corresponding bands are compared; the identity (SEN2NAIP) keeps the arrays.
+        x = a[[i for i, _ in band_pairs]] if band_pairs else a[:0]
+        y = b[[j for _, j in band_pairs]] if band_pairs else b[:0]
+    if len(x) == 0:
+        shift = ShiftEstimate(math.nan, math.nan, gsd_m, "none")
+        qa2 = math.nan
+    else:
+        if t.shift_method == "sift":
+            shift = sift_shift(
+                x,
+                y,
+                valid,
+                gsd_m=gsd_m,
+                max_match_distance_m=t.max_match_distance_m,
+                min_matches=t.min_matches,
+            )
+        else:
+            shift = phase_correlation(x, y, valid, gsd_m=gsd_m)
+        qa2 = spectral_qa(x, y, valid)
+    kinds = ((lr_sar, lr_impl), (hr_sar, hr_impl))
+    return _PairMetrics(
+        nodata=nod,
+        lr_sat=lr_sat_f,
+        hr_sat=hr_sat_f,
+        lr_implausible=lr_impl,
+        hr_implausible=hr_impl,
+        implausible_reflectance=max((f for sar, f in kinds if not sar), default=0.0),
+        implausible_backscatter=max((f for sar, f in kinds if sar), default=0.0),
+        blank_lr=blank_lr,
+        blank_hr=blank_hr,
+        shift=shift,
+        qa2=qa2,
+        saturated=max((f for f in (lr_sat_f, hr_sat_f) if not math.isnan(f)), default=0.0),
+    )
+
+
+def _fold_groups(
+    pair: _PairMetrics, per_group: Sequence[GroupQa], groups: Sequence[GroupImage], qa2: float
+) -> _PairMetrics:
+    """The pair's metrics with every further group's taken in (the largest values win).
+
+    ``per_group`` and ``groups`` are in the same order, the primary LR and HR groups first.
+    """
+    extra = list(zip(per_group, groups, strict=True))[2:]
+    if not extra:
+        return pair
+    lr_extra = [q for q, _ in extra if q.role == "lr"]
+    hr_extra = [q for q, _ in extra if q.role == "hr"]
+    return replace(
+        pair,
+        nodata=max([pair.nodata, *(q.nodata_fraction for q, _ in extra)]),
+        blank_lr=max([pair.blank_lr, *(q.blank_fraction for q in lr_extra)]),
+        blank_hr=max([pair.blank_hr, *(q.blank_fraction for q in hr_extra)]),
+        saturated=max([pair.saturated, *(q.saturated_fraction for q, g in extra if not g.sar)]),
+        implausible_reflectance=max(
+            [pair.implausible_reflectance, *(q.implausible_fraction for q, g in extra if not g.sar)]
+        ),
+        implausible_backscatter=max(
+            [pair.implausible_backscatter, *(q.implausible_fraction for q, g in extra if g.sar)]
+        ),
+        qa2=qa2,
+    )
+
+
+def _result(
+    m: _PairMetrics,
+    cloud_f: float,
+    shadow_f: float,
+    checks: Collection[str],
+    t: QaThresholds,
+) -> QaResult:
+    """The metrics and the reasons the checks in ``checks`` give."""
+    qa1 = m.shift.magnitude_px
+    qa2 = m.qa2
+    on = set(checks)
+    rules: Sequence[tuple[Reason, str, bool]] = (
+        (Reason.NODATA, "nodata", m.nodata > t.max_nodata_fraction),
+        (Reason.CLOUD, "cloud", cloud_f > t.max_cloud_fraction),
+        (Reason.CLOUD_SHADOW, "cloud", shadow_f > t.max_shadow_fraction),
+        (Reason.BLANK, "blank", m.blank_lr > 0 or m.blank_hr > 0),
+        (Reason.SHIFT, "shift", m.shift.ok and qa1 > t.max_shift_px),
+        (Reason.REGISTRATION_FAILED, "shift", not m.shift.ok),
+        (Reason.SPECTRAL, "spectral", not math.isfinite(qa2) or qa2 > t.max_spectral_angle_deg),
+        (Reason.SATURATED, "saturated", m.saturated > t.max_saturated_fraction),
+        (
+            Reason.IMPLAUSIBLE_REFLECTANCE,
+            "reflectance_range",
+            m.implausible_reflectance > t.max_implausible_fraction,
+        ),
+        (
+            Reason.IMPLAUSIBLE_BACKSCATTER,
+            "backscatter_range",
+            m.implausible_backscatter > t.max_implausible_fraction,
+        ),
+    )
     return QaResult(
-        reasons=tuple(reasons),
-        nodata_fraction=nod,
+        reasons=tuple(r for r, check, bad in rules if bad and check in on),
+        nodata_fraction=m.nodata,
         cloud_fraction=cloud_f,
         shadow_fraction=shadow_f,
-        blank_fraction_lr=blank_lr,
-        blank_fraction_hr=blank_hr,
-        saturated_fraction=sat,
-        implausible_fraction=implausible,
-        shift=shift,
+        blank_fraction_lr=m.blank_lr,
+        blank_fraction_hr=m.blank_hr,
+        saturated_fraction=m.saturated,
+        implausible_fraction=max(m.implausible_reflectance, m.implausible_backscatter),
+        shift=m.shift,
         qa1_px=qa1,
         qa2_deg=qa2,
         thresholds=t,
-    )
-
-
-def evaluate_nested(
-    lr: npt.NDArray[np.float32],
-    hr: npt.NDArray[np.float32],
-    scl: npt.NDArray[Any] | None,
-    factor: int,
-    gsd_m: float,
-    hr_saturation: float | None,
-    thresholds: QaThresholds,
-) -> QaResult:
-    """:func:`evaluate_chip` of an LR chip and the HR chip nested in it ``factor`` times.
-
-    The HR chip is area-averaged to the LR grid for the LR-HR checks and kept at full
-    resolution for the blank check.
-    """
-    hr_at_lr = block_mean(hr, factor)
-    return evaluate_chip(
-        lr,
-        hr_at_lr,
-        hr=hr,
-        scl=scl,
-        hr_saturation=hr_saturation,
-        gsd_m=gsd_m,
-        thresholds=thresholds,
     )
 
 

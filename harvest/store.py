@@ -9,7 +9,7 @@ Layout of a fetch output folder ``OUT``::
     OUT/rejected/ROI_xxxxx/...                the same files for chips QA rejected
     OUT/manifest.parquet                      GeoParquet, one row per chip (any status)
     OUT/.harvest/status/ROI_xxxxx.json        per-chip status: the resume points
-    OUT/.harvest/run.json                     recipe name and config hash of the folder
+    OUT/.harvest/run.json                     recipe name, config hash and recipe of the folder
 
 Storage choice: reflectance is stored as float32 (ZSTD level 1, floating-point predictor), not
 as uint16 x 10000: Sentinel-2 L2A reflectance after the baseline-04.00 offset can be slightly
@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,18 +52,20 @@ import numpy as np
 import numpy.typing as npt
 
 from harvest.cog import encode_cog
-from harvest.diskio import write_file, write_guard
+from harvest.diskio import atomic_write_bytes, is_temporary, temp_name, write_file, write_guard
 from harvest.errors import StoreError
 from harvest.grid import ChipGrid
 from harvest.ids import check_id, ensure_inside, is_inside
+from harvest.records import ChipRecord
 
 CROSS_SENSOR_DIR = "cross-sensor"
+KEPT_DIR = "kept"
+"""Where the generic layout keeps its chips (SEN2NAIP's layout: ``cross-sensor/``)."""
 REJECTED_DIR = "rejected"
 STATE_DIR = ".harvest"
 STATUS_DIR = f"{STATE_DIR}/status"
 MANIFEST_NAME = "manifest.parquet"
 RUN_FILE = f"{STATE_DIR}/run.json"
-TMP_MARK = ".tmp-"
 LR_FILE, HR_FILE, SCL_FILE, META_FILE = "LR.tif", "HR.tif", "SCL.tif", "metadata.json"
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -76,40 +77,6 @@ _FOREIGN = "harvest did not write it: move it out of the dataset folder and run 
 # --------------------------------------------------------------------------------------------
 # Atomic small files
 # --------------------------------------------------------------------------------------------
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def is_temporary(path: Path) -> bool:
-    """Whether ``path`` is a temporary name of this module (what a killed run leaves behind)."""
-    return path.name.startswith(".") and TMP_MARK in path.name
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    Args:
-        path: Destination.
-        data: The bytes.
-        durable: ``fsync`` the temporary file before the rename. The rename alone is what
-            makes the write all-or-nothing for a killed process (the page cache outlives it);
-            ``fsync`` only matters for an operating-system crash or power loss.
-    """
-    tmp = _tmp_name(path)
-    try:
-        # A full or failing disk stops the run with the path named (harvest.diskio).
-        with write_guard(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
@@ -193,15 +160,17 @@ class ChipFiles:
     sha256: dict[str, str]
 
 
-def chip_folder(out_dir: Path, roi_id: str, kept: bool) -> Path:
-    """Where a chip lives: ``cross-sensor/`` when kept, ``rejected/`` otherwise.
+def chip_folder(
+    out_dir: Path, roi_id: str, kept: bool, *, kept_dir: str = CROSS_SENSOR_DIR
+) -> Path:
+    """Where a chip lives: ``kept_dir`` (``cross-sensor/``) when kept, ``rejected/`` otherwise.
 
     Raises:
         UnsafeIdError: ``roi_id`` is not a safe id (:mod:`harvest.ids`).
         UnsafePathError: the folder resolves outside ``out_dir`` (a symbolic link).
     """
     check_id(roi_id, field="roi_id")
-    return ensure_inside(out_dir / (CROSS_SENSOR_DIR if kept else REJECTED_DIR) / roi_id, out_dir)
+    return ensure_inside(out_dir / (kept_dir if kept else REJECTED_DIR) / roi_id, out_dir)
 
 
 def _remove_tree(path: Path, root: Path | None) -> None:
@@ -211,7 +180,7 @@ def _remove_tree(path: Path, root: Path | None) -> None:
     # Rename first so a kill halfway through a deletion leaves only a temporary name behind.
     if not path.exists():
         return
-    doomed = _tmp_name(path)
+    doomed = temp_name(path)
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
@@ -234,7 +203,7 @@ def atomic_folder(final: Path, *, root: Path | None = None) -> Iterator[Path]:
     """
     if root is not None:
         ensure_inside(final, root)
-    tmp = _tmp_name(final)
+    tmp = temp_name(final)
     # A full or failing disk, here or in the block, stops the run naming the folder (a write
     # in the block that names its own file wins: harvest.diskio).
     with write_guard(final):
@@ -247,6 +216,47 @@ def atomic_folder(final: Path, *, root: Path | None = None) -> Iterator[Path]:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RasterFile:
+    """One COG of a chip folder: its file name, pixels, grid, band names and nodata value."""
+
+    name: str
+    data: npt.NDArray[Any]
+    grid: ChipGrid
+    band_names: tuple[str, ...]
+    nodata: float | None = None
+
+
+def write_chip(
+    out_dir: Path,
+    roi_id: str,
+    *,
+    kept: bool,
+    rasters: Sequence[RasterFile],
+    metadata: Mapping[str, Any],
+    kept_dir: str = CROSS_SENSOR_DIR,
+) -> ChipFiles:
+    """Write one chip folder (its COGs and metadata.json) atomically: complete or absent.
+
+    The chip lands in ``kept_dir`` when ``kept`` else in ``rejected/``, replacing any older
+    copy; a copy under the other folder (from an earlier run or QA pass) is removed.
+    """
+    final = chip_folder(out_dir, roi_id, kept, kept_dir=kept_dir)
+    # Both checked before anything is written.
+    other = chip_folder(out_dir, roi_id, not kept, kept_dir=kept_dir)
+    with atomic_folder(final, root=out_dir) as tmp:
+        sums = {
+            r.name: write_cog(tmp / r.name, r.data, r.grid, r.band_names, r.nodata)
+            for r in rasters
+        }
+        meta_bytes = json_bytes(dict(metadata))
+        write_file(tmp / META_FILE, meta_bytes)
+        sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
+        sums = dict(sorted(sums.items()))
+    _remove_tree(other, out_dir)
+    return ChipFiles(folder=final, sha256=sums)
 
 
 def write_chip_folder(
@@ -263,38 +273,25 @@ def write_chip_folder(
     scl: npt.NDArray[np.uint8] | None,
     metadata: Mapping[str, Any],
 ) -> ChipFiles:
-    """Write one chip folder atomically (complete or absent), replacing any older copy.
+    """Write one chip folder of SEN2NAIP's cross-sensor layout (``LR.tif``, ``HR.tif``, ...).
 
-    The chip lands in ``cross-sensor/`` when ``kept`` else in ``rejected/``; a copy under the
-    other folder (from an earlier run or QA pass) is removed.
+    The chip lands in ``cross-sensor/`` when ``kept`` else in ``rejected/`` (:func:`write_chip`).
     """
-    final = chip_folder(out_dir, roi_id, kept)
-    other = chip_folder(out_dir, roi_id, not kept)  # checked before anything is written
-    with atomic_folder(final, root=out_dir) as tmp:
-        sums = {
-            LR_FILE: write_cog(
-                tmp / LR_FILE, lr.astype(np.float32, copy=False), lr_grid, lr_bands, np.nan
-            ),
-            HR_FILE: write_cog(
-                tmp / HR_FILE, hr.astype(np.float32, copy=False), hr_grid, hr_bands, np.nan
-            ),
-        }
-        if scl is not None:
-            sums[SCL_FILE] = write_cog(
-                tmp / SCL_FILE, scl[None].astype(np.uint8), lr_grid, ["SCL"], 0
-            )
-        meta_bytes = json_bytes(dict(metadata))
-        write_file(tmp / META_FILE, meta_bytes)
-        sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
-        sums = dict(sorted(sums.items()))
-    _remove_tree(other, out_dir)
-    return ChipFiles(folder=final, sha256=sums)
+    rasters = [
+        RasterFile(LR_FILE, lr.astype(np.float32, copy=False), lr_grid, tuple(lr_bands), np.nan),
+        RasterFile(HR_FILE, hr.astype(np.float32, copy=False), hr_grid, tuple(hr_bands), np.nan),
+    ]
+    if scl is not None:
+        rasters.append(RasterFile(SCL_FILE, scl[None].astype(np.uint8), lr_grid, ("SCL",), 0))
+    return write_chip(out_dir, roi_id, kept=kept, rasters=rasters, metadata=metadata)
 
 
-def move_chip_folder(out_dir: Path, roi_id: str, kept: bool) -> Path:
-    """Move a written chip between ``cross-sensor/`` and ``rejected/`` (one rename)."""
-    src = chip_folder(out_dir, roi_id, not kept)
-    dst = chip_folder(out_dir, roi_id, kept)
+def move_chip_folder(
+    out_dir: Path, roi_id: str, kept: bool, *, kept_dir: str = CROSS_SENSOR_DIR
+) -> Path:
+    """Move a written chip between ``kept_dir`` (``cross-sensor/``) and ``rejected/`` (a rename)."""
+    src = chip_folder(out_dir, roi_id, not kept, kept_dir=kept_dir)
+    dst = chip_folder(out_dir, roi_id, kept, kept_dir=kept_dir)
     if src.exists():
         with write_guard(dst):
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +313,8 @@ class ChipOnDisk:
     metadata: dict[str, Any]
 
 
-def _read_tif(path: Path) -> tuple[npt.NDArray[Any], ChipGrid]:
+def read_raster(path: Path) -> tuple[npt.NDArray[Any], ChipGrid]:
+    """A COG's pixels ``[C, H, W]`` and its grid."""
     import rasterio
 
     with rasterio.open(path) as ds:
@@ -332,9 +330,9 @@ def read_chip_folder(folder: Path) -> ChipOnDisk:
         StoreError: a file is missing or unreadable.
     """
     try:
-        lr, lr_grid = _read_tif(folder / LR_FILE)
-        hr, hr_grid = _read_tif(folder / HR_FILE)
-        scl = _read_tif(folder / SCL_FILE)[0][0] if (folder / SCL_FILE).exists() else None
+        lr, lr_grid = read_raster(folder / LR_FILE)
+        hr, hr_grid = read_raster(folder / HR_FILE)
+        scl = read_raster(folder / SCL_FILE)[0][0] if (folder / SCL_FILE).exists() else None
         metadata = json.loads((folder / META_FILE).read_text())
     except Exception as exc:
         raise StoreError(f"chip folder {folder} is incomplete or unreadable: {exc}") from exc
@@ -397,9 +395,37 @@ def load_statuses(out_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def write_record(out_dir: Path, record: ChipRecord) -> None:
+    """Record one chip's outcome as its status file (:func:`write_status`)."""
+    write_status(out_dir, record.roi_id, record.to_json())
+
+
+def load_record(out_dir: Path, roi_id: str) -> ChipRecord | None:
+    """One chip's record, or None when there is none (or it is unreadable: redone).
+
+    Raises:
+        StoreError: the status file holds a status or reason harvest does not write.
+    """
+    loaded = load_status(out_dir, roi_id)
+    return None if loaded is None else ChipRecord.from_json(loaded, f"status of {roi_id}")
+
+
+def load_records(out_dir: Path) -> dict[str, ChipRecord]:
+    """Every chip's record, by roi_id (unreadable status files are ignored: redone).
+
+    Raises:
+        UnsafeIdError: a status file's name is not a safe id (not a file harvest wrote).
+        StoreError: a status file holds a status or reason harvest does not write.
+    """
+    return {
+        roi_id: ChipRecord.from_json(st, f"status of {roi_id}")
+        for roi_id, st in load_statuses(out_dir).items()
+    }
+
+
 def clean_temporaries(out_dir: Path) -> int:
     """Delete what a killed run left under temporary names; returns how many were removed."""
-    subs = (CROSS_SENSOR_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR)
+    subs = (CROSS_SENSOR_DIR, KEPT_DIR, REJECTED_DIR, STATUS_DIR, STATE_DIR)
     # A sub-folder that is a symbolic link out of out_dir is not swept (nor written: chip_folder).
     inside = [out_dir / sub for sub in subs if is_inside(out_dir / sub, out_dir)]
     return remove_temporaries([*inside, out_dir])
@@ -424,25 +450,47 @@ def remove_temporaries(folders: Iterable[Path]) -> int:
     return n
 
 
-def check_run_file(out_dir: Path, recipe_name: str, config_hash: str) -> None:
+def check_run_file(
+    out_dir: Path,
+    recipe_name: str,
+    config_hash: str,
+    recipe_spec: Mapping[str, Any] | None = None,
+) -> None:
     """Record the recipe of a new folder, or refuse to mix recipes in an existing one.
+
+    Args:
+        out_dir: The dataset folder.
+        recipe_name: The recipe's name.
+        config_hash: Its hash.
+        recipe_spec: The whole recipe (its JSON dump), so that ``harvest qa`` can decide again
+            with exactly the recipe that made the folder, even one loaded from a file.
 
     Raises:
         StoreError: the folder was made with another recipe or recipe content.
     """
     path = ensure_inside(out_dir / RUN_FILE, out_dir)
     if path.exists():
-        try:
-            run = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            run = {}
+        run = read_run_file(out_dir)
         if run.get("config_hash") not in (None, config_hash):
             raise StoreError(
                 f"{out_dir} was fetched with recipe {run.get('recipe')} (config hash "
                 f"{run.get('config_hash')}), not {recipe_name} ({config_hash}): use another "
                 "output folder"
             )
-    atomic_write_json(path, {"recipe": recipe_name, "config_hash": config_hash})
+    run_info: dict[str, Any] = {"recipe": recipe_name, "config_hash": config_hash}
+    if recipe_spec is not None:
+        run_info["recipe_spec"] = dict(recipe_spec)
+    atomic_write_json(path, run_info)
+
+
+def read_run_file(out_dir: Path) -> dict[str, Any]:
+    """The folder's ``run.json`` (empty when missing or unreadable)."""
+    path = ensure_inside(out_dir / RUN_FILE, out_dir)
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return run if isinstance(run, dict) else {}
 
 
 MANIFEST_COLUMNS = (
@@ -457,44 +505,71 @@ MANIFEST_COLUMNS = (
     "folder",
     "finished_at",
 )
+"""The first columns of a SEN2NAIP manifest (``s2_id``, ``naip_id``: the scene ids)."""
+
+SEN2NAIP_FILES = (LR_FILE, HR_FILE, SCL_FILE, META_FILE)
 
 
-def write_manifest(out_dir: Path, statuses: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Merge the status records into ``manifest.parquet`` (GeoParquet, EPSG:4326 footprints).
+def write_manifest(
+    out_dir: Path,
+    records: Mapping[str, ChipRecord],
+    *,
+    id_columns: tuple[str, str] = ("s2_id", "naip_id"),
+    files: Sequence[str] = SEN2NAIP_FILES,
+) -> Path:
+    """Write the chip records as ``manifest.parquet`` (GeoParquet, EPSG:4326 footprints).
 
     One row per chip, sorted by roi_id; geometry is the chip footprint in lon/lat.
+
+    Args:
+        out_dir: The dataset folder.
+        records: Every chip's record.
+        id_columns: Names of the LR and HR scene id columns (the layout's).
+        files: The chip folder's files: one ``sha256_<stem>`` column each.
     """
-    import geopandas as gpd
+    import pandas as pd
+    import pyarrow as pa
     import shapely
 
-    rows = []
+    from harvest.geoio import write_geoparquet
+
+    lr_col, hr_col = id_columns
+    columns = tuple({"s2_id": lr_col, "naip_id": hr_col}.get(c, c) for c in MANIFEST_COLUMNS)
+    rows: list[dict[str, Any]] = []
     geoms = []
-    for roi_id in sorted(statuses):
-        st = dict(statuses[roi_id])
-        wkt = st.pop("footprint_wkt", None)
-        geoms.append(shapely.from_wkt(wkt) if wkt else None)
-        sums = st.pop("sha256", None) or {}
-        metrics = st.pop("qa", None) or {}
-        row = {c: st.get(c) for c in MANIFEST_COLUMNS}
-        row["roi_id"] = roi_id
-        for k, v in metrics.items():
-            row[k] = v
-        for name in (LR_FILE, HR_FILE, SCL_FILE, META_FILE):
-            row[f"sha256_{name.split('.')[0].lower()}"] = sums.get(name)
-        for k in ("seconds_read", "seconds_qa", "seconds_write", "dt_hours"):
-            row[k] = st.get(k)
+    for roi_id in sorted(records):
+        rec = records[roi_id]
+        geoms.append(shapely.from_wkt(rec.footprint_wkt) if rec.footprint_wkt else None)
+        row: dict[str, Any] = {
+            "roi_id": roi_id,
+            "status": rec.status.value,
+            "reasons": ";".join(rec.reasons),
+            "error": rec.error,
+            "split": rec.split,
+            lr_col: rec.lr_id,
+            hr_col: rec.hr_id,
+            "epsg": rec.epsg,
+            "folder": rec.folder,
+            "finished_at": rec.finished_at,
+        }
+        row.update(rec.metrics)
+        for name in files:
+            row[f"sha256_{name.split('.')[0].lower()}"] = rec.checksums.get(name)
+        for k in ("seconds_read", "seconds_qa", "seconds_write"):
+            row[k] = rec.seconds.get(k)
+        row["dt_hours"] = rec.dt_hours
         rows.append(row)
-    frame = gpd.GeoDataFrame(rows, geometry=geoms, crs="EPSG:4326")
-    if not rows:
-        frame = gpd.GeoDataFrame({c: [] for c in MANIFEST_COLUMNS}, geometry=[], crs="EPSG:4326")
+    # pandas infers the column types (None-only metric columns stay nullable doubles/objects,
+    # as geopandas wrote them before); the geometry goes in as WKB through the one writer.
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame({c: [] for c in columns})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    wkb = [None if g is None else shapely.to_wkb(g) for g in geoms]
+    table = table.append_column("geometry", pa.array(wkb, type=pa.binary()))
+    present = [g for g in geoms if g is not None]
+    bbox = list(shapely.total_bounds(present)) if present else None
+    types = sorted({g.geom_type for g in present}) or ["Polygon"]
     path = ensure_inside(out_dir / MANIFEST_NAME, out_dir)
-    tmp = _tmp_name(path)
-    try:
-        with write_guard(path):
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_geoparquet(path, table, geometry_types=types, bbox=bbox)
     return path
 
 
@@ -569,14 +644,18 @@ def assign_split(
     }
 
 
-def iter_chip_folders(out_dir: Path) -> Iterable[tuple[str, Path, bool]]:
+def iter_chip_folders(
+    out_dir: Path, *, kept_dir: str = CROSS_SENSOR_DIR
+) -> Iterable[tuple[str, Path, bool]]:
     """``(roi_id, folder, kept)`` of every complete chip folder under ``out_dir``.
+
+    Kept chips are looked for in ``kept_dir`` (the layout's; SEN2NAIP: ``cross-sensor/``).
 
     Raises:
         UnsafeIdError: a folder's name is not a safe id (not a folder harvest wrote).
         UnsafePathError: a folder resolves outside ``out_dir`` (a symbolic link).
     """
-    for sub, kept in ((CROSS_SENSOR_DIR, True), (REJECTED_DIR, False)):
+    for sub, kept in ((kept_dir, True), (REJECTED_DIR, False)):
         folder = out_dir / sub
         if not folder.is_dir():
             continue

@@ -21,7 +21,6 @@ Both files are written atomically (temp file in the same folder, then ``os.repla
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,11 +32,10 @@ import shapely
 
 from harvest.errors import InputFileError
 from harvest.geoio import (
-    GEOPARQUET_VERSION,
     HARVEST_METADATA_KEY,
-    atomic_temp_path,
     first_line,
     require_input_file,
+    write_geoparquet,
 )
 from harvest.ids import check_ids
 from harvest.pairing import DroppedRoi, DropReason, PairCandidate
@@ -283,36 +281,6 @@ def dropped_path(pairs_path: str | Path) -> Path:
     return p.with_name(f"{stem}.dropped{p.suffix or '.parquet'}")
 
 
-def _geo_metadata(rows: Sequence[PairRow]) -> bytes:
-    from pyproj import CRS
-
-    column: dict[str, Any] = {
-        "encoding": "WKB",
-        "geometry_types": ["Point"],
-        "crs": CRS.from_epsg(4326).to_json_dict(),
-    }
-    if rows:
-        lons = [r.lon_deg for r in rows]
-        lats = [r.lat_deg for r in rows]
-        column["bbox"] = [min(lons), min(lats), max(lons), max(lats)]
-    geo = {
-        "version": GEOPARQUET_VERSION,
-        "primary_column": "geometry",
-        "columns": {"geometry": column},
-    }
-    return json.dumps(geo).encode()
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_temp_path(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_pairs(
     path: str | Path,
     rows: Sequence[PairRow],
@@ -336,13 +304,15 @@ def write_pairs(
     path = Path(path)
     if path.is_dir():
         raise InputFileError(f"output {path} is a folder; give a file name such as pairs.parquet")
-    meta_json = json.dumps(metadata.to_json(), sort_keys=True).encode()
+    meta = metadata.to_json()
     records = [r.to_record() for r in rows]
     columns = {name: [rec[name] for rec in records] for name in PAIRS_SCHEMA.names}
     table = pa.Table.from_pydict(columns, schema=PAIRS_SCHEMA)
-    table = table.replace_schema_metadata(
-        {b"geo": _geo_metadata(rows), HARVEST_METADATA_KEY: meta_json}
-    )
+    bbox = None
+    if rows:
+        lons = [r.lon_deg for r in rows]
+        lats = [r.lat_deg for r in rows]
+        bbox = [min(lons), min(lats), max(lons), max(lats)]
     drops = list(dropped)
     drop_table = pa.Table.from_pydict(
         {
@@ -353,11 +323,11 @@ def write_pairs(
             "n_hr_scenes": [d.n_hr_scenes for d in drops],
         },
         schema=DROPPED_SCHEMA,
-    ).replace_schema_metadata({HARVEST_METADATA_KEY: meta_json})
+    )
     other = dropped_path(path)
     # Dropped first: a pairs.parquet on disk always has its dropped file beside it.
-    _write_atomic(drop_table, other)
-    _write_atomic(table, path)
+    write_geoparquet(other, drop_table, extra_metadata=meta)
+    write_geoparquet(path, table, geometry_types=["Point"], bbox=bbox, extra_metadata=meta)
     return path, other
 
 

@@ -47,7 +47,7 @@ def demo_pairs(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     Two chips per clean Sentinel-2 scene (four scenes), written by the fetch stage exactly as
     ``harvest fetch`` writes them (LR not shift-corrected; shifts in metadata.json).
     """
-    from harvest.config import load_recipe
+    from harvest.recipes import load_recipe
     from harvest.demo.pairs import truth_pair_rows
     from harvest.stages.fetch import run as run_fetch
 

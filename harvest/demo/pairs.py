@@ -12,12 +12,12 @@ from pathlib import Path
 
 from pyproj import Transformer
 
-from harvest.catalog.profiles import load_profile, parse_item
-from harvest.config import Recipe, load_recipe
+from harvest.backends.profiles import load_profile, parse_item
 from harvest.demo.stac import item_dicts_absolute
 from harvest.demo.truth import load_truth
 from harvest.errors import DemoWorldError
 from harvest.pairing import RoiFootprint, pair_scenes
+from harvest.recipes import Recipe, load_recipe
 from harvest.tables import PairRow
 
 

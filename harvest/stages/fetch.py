@@ -35,51 +35,42 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 
-from harvest import __version__
-from harvest.catalog.base import AssetRef, SceneRef
-from harvest.config import Recipe, config_hash
+from harvest.backends.base import AssetRef, Reader, SceneRef, Signer
+from harvest.backends.registry import ReaderSettings, reader_for, warm_readers
+from harvest.config import config_hash
 from harvest.errors import ConfigError, DiskWriteError, HarvestError, InputFileError
-from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids
+from harvest.grid import ChipGridArray, ChipLayout, NestedChips, chip_grids, lonlat_transformer
 from harvest.hrefs import LOCAL_POLICY, AllowedHost, HrefPolicy
 from harvest.ids import check_id, check_ids
 from harvest.lock import dataset_lock_path, folder_lock
 from harvest.pairing import PairCandidate
 from harvest.progress import NO_PROGRESS, Progress
-from harvest.qa import QaResult, QaThresholds, evaluate_nested
+from harvest.qa import QaThresholds, ShiftEstimate
 from harvest.qa import correct_shift as shift_lr
-from harvest.read import (
-    RasterioReader,
-    Reader,
-    Signer,
-    gdal_env_options,
-    gdal_timeout_options,
-)
-from harvest.records import FAILED, KEPT, REJECTED, FetchSummary
-from harvest.stages._chips import ChipProgress, finish_run, qa_columns
+from harvest.recipes import Recipe, Role, Sensor, SensorKind
+from harvest.records import ChipRecord, ChipStatus, FetchSummary, qa_metrics
+from harvest.stages._chips import ChipProgress, evaluate, finish_run, write_layout_manifest
 from harvest.store import (
     assign_split,
     check_run_file,
     chip_folder,
     clean_temporaries,
-    load_status,
-    load_statuses,
-    write_chip_folder,
-    write_manifest,
-    write_status,
+    load_record,
+    load_records,
+    write_record,
 )
+from harvest.writers import ChipContext, ChipData, GroupChip, writer_for
 
 logger = logging.getLogger(__name__)
-
-SCL_BAND = "SCL"
 
 
 class PairRowLike(Protocol):
@@ -186,77 +177,51 @@ class FetchSettings:
         out_dir: Dataset folder.
         thresholds: QA limits.
         correct_shift: Move kept LR chips by the estimated shift (bicubic) before writing.
-        env_options: GDAL settings for the reads (set inside every worker).
-        sign: Href signer applied right before reading.
         config_hash: Hash of the recipe, recorded in every metadata.json.
-        ee_project: Google Cloud project billed for Earth Engine reads (``ee://`` assets);
-            None: the project of the credentials each worker finds.
-        ee_url: Earth Engine endpoint for those reads (e.g. the high-volume one); None: the
-            default.
+        reader: How each worker builds its readers (GDAL options with the ``--timeout``, the
+            href signer, the GDAL drivers the href policy allows, the Earth Engine project,
+            endpoint and deadline); :func:`harvest.backends.registry.reader_for` picks the
+            reader of each scene from it.
         href_policy: Which asset hrefs may be read (:mod:`harvest.hrefs`): everything for a
             local catalog; for a remote one public URLs and the allow-listed hosts, through
-            the GDAL drivers of :data:`~harvest.hrefs.REMOTE_RASTER_DRIVERS` only. A refused
-            href fails its chip before anything is read.
-        timeout_s: Seconds to wait for one answer of Earth Engine (``--timeout``; None: the
-            reader's default). GDAL's HTTP timeouts travel in ``env_options``.
+            the GDAL drivers of :data:`~harvest.hrefs.REMOTE_RASTER_DRIVERS` only (carried by
+            ``reader.drivers``). A refused href fails its chip before anything is read.
     """
 
     recipe: Recipe
     out_dir: Path
     thresholds: QaThresholds = field(default_factory=QaThresholds)
     correct_shift: bool = False
-    env_options: Mapping[str, Any] = field(default_factory=gdal_env_options)
-    sign: Signer | None = None
     config_hash: str = ""
-    ee_project: str | None = None
-    ee_url: str | None = None
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
     href_policy: HrefPolicy = LOCAL_POLICY
-    timeout_s: float | None = None
-
-
-# One reader per worker process, so open datasets survive from one chip to the next.
-_READERS: dict[tuple[Any, ...], RasterioReader] = {}
-
-
-def _worker_reader(settings: FetchSettings) -> RasterioReader:
-    drivers = settings.href_policy.raster_drivers
-    env = tuple(sorted((k, str(v)) for k, v in settings.env_options.items()))
-    key = (id(settings.sign), env, drivers)
-    reader = _READERS.get(key)
-    if reader is None:
-        reader = RasterioReader(
-            sign=settings.sign, env_options=dict(settings.env_options), drivers=drivers
-        )
-        _READERS[key] = reader
-    return reader
 
 
 def _reader_for(
-    assets: Mapping[str, AssetRef],
-    default: Reader,
-    given: Reader | None,
-    settings: FetchSettings | None = None,
+    assets: Mapping[str, AssetRef], given: Reader | None, settings: FetchSettings
 ) -> Reader:
-    """The reader of one scene: Earth Engine's for ``ee://`` assets, unless one was given.
+    """The reader of one scene: the one given (tests), else the registry's for its hrefs.
 
-    The Earth Engine reader is this process's for the settings' project and endpoint.
+    The registry keeps one reader per worker process and settings, so open datasets and the
+    Earth Engine request pool survive from one chip to the next.
     """
-    if given is None and any(ref.href.startswith("ee://") for ref in assets.values()):
-        from harvest.catalog.earthengine import shared_reader
+    return given if given is not None else reader_for(assets, settings.reader)
 
-        if settings is None:
-            return shared_reader()
-        if settings.timeout_s is None:
-            return shared_reader(settings.ee_project, settings.ee_url)
-        return shared_reader(settings.ee_project, settings.ee_url, settings.timeout_s)
-    return default
+
+def _scene(job: FetchJob, role: Role) -> SceneRef:
+    return job.pair.lr if role is Role.LR else job.pair.hr
 
 
 def _hrefs_read(job: FetchJob, recipe: Recipe) -> list[str]:
-    """The hrefs a chip reads: its LR bands and SCL, then its HR bands (those the scenes have)."""
-    lr, hr = job.pair.lr.assets, job.pair.hr.assets
-    wanted = [(lr, b) for b in (*recipe.lr.bands, SCL_BAND)] + [(hr, b) for b in recipe.hr.bands]
-    return [assets[band].href for assets, band in wanted if band in assets]
+    """The hrefs a chip reads: per sensor (LR first) its groups' bands, then its cloud mask."""
+    hrefs = []
+    for role, sensor in ((Role.LR, recipe.lr), (Role.HR, recipe.hr)):
+        assets = _scene(job, role).assets
+        wanted = [b for g in sensor.groups for b in g.bands]
+        if sensor.cloud_mask is not None:
+            wanted.append(sensor.cloud_mask)
+        hrefs += [assets[band].href for band in wanted if band in assets]
+    return hrefs
 
 
 def _saturation_value(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> float | None:
@@ -270,75 +235,46 @@ def _saturation_value(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> f
     return min(values) if values else None
 
 
-def _date(scene: SceneRef) -> str:
-    return scene.datetime.isoformat().replace("+00:00", "Z")
-
-
-def chip_metadata(
+def _read_sensor(
     job: FetchJob,
+    role: Role,
+    sensor: Sensor,
     grids: NestedChips,
-    split: str,
-    qa: QaResult,
+    reader: Reader | None,
     settings: FetchSettings,
-    *,
-    shift_corrected: bool,
-    hr_saturation: float | None,
-) -> dict[str, Any]:
-    """The metadata.json of one chip: SEN2NAIP's Table 1 fields plus harvest's own."""
-    lr, hr = job.pair.lr, job.pair.hr
-    left, bottom, right, top = grids.bounds
-    cx, cy = (left + right) / 2.0, (bottom + top) / 2.0
-    lon, lat = _to_lonlat(grids.epsg).transform(cx, cy)
-    ring = [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]
-    s = qa.shift
-    return {
-        "roi_id": job.roi_id,
-        "test": split == "test",
-        "split": split,
-        "s2_id": lr.item_id,
-        "s2_date": _date(lr),
-        "s2_sen2cor_version": lr.processing_baseline,
-        "s2_processing_baseline": lr.processing_baseline,
-        "s2_view_off_nadir": lr.view_off_nadir_deg,
-        "s2_view_sun_azimuth": lr.sun_azimuth_deg,
-        "s2_view_sun_elevation": lr.sun_elevation_deg,
-        "naip_id": hr.item_id,
-        "naip_date": _date(hr),
-        "proj:epsg": grids.epsg,
-        "proj:geometry": {"type": "Polygon", "coordinates": [ring]},
-        "proj:centroid": {"lat": lat, "lon": lon},
-        "proj:transform": list(grids.lr.transform_tuple),
-        "proj:shape": [grids.lr.height, grids.lr.width],
-        "hr_proj:transform": list(grids.hr.transform_tuple),
-        "hr_proj:shape": [grids.hr.height, grids.hr.width],
-        "QA_1": qa.qa1_px,
-        "QA_2": qa.qa2_deg,
-        "dt_hours": job.pair.dt_hours,
-        "shift_dx_px": s.dx_px,
-        "shift_dy_px": s.dy_px,
-        "shift_east_m": s.east_m,
-        "shift_north_m": s.north_m,
-        "shift_method": s.method,
-        "shift_corrected": shift_corrected,
-        "hr_saturation": hr_saturation,
-        "lr_bands": list(settings.recipe.lr.bands),
-        "hr_bands": list(settings.recipe.hr.bands),
-        "reflectance": "float32, NaN = nodata",
-        "recipe": settings.recipe.name,
-        "harvest_version": __version__,
-        "config_hash": settings.config_hash,
-    }
-
-
-def _factor(recipe: Recipe) -> int:
-    ratio = recipe.lr.gsd_m / recipe.hr.gsd_m
-    factor = round(ratio)
-    if abs(ratio - factor) > 1e-9 or factor < 1:
-        raise InputFileError(
-            f"recipe {recipe.name}: LR {recipe.lr.gsd_m} m / HR {recipe.hr.gsd_m} m is not an "
-            "integer ratio; the fetch stage needs nested grids"
+) -> tuple[list[GroupChip], npt.NDArray[np.uint8] | None]:
+    """Every band group of one sensor on its grid, and its cloud mask (SCL) if the scene has it."""
+    assets = _scene(job, role).assets
+    rdr = _reader_for(assets, reader, settings)
+    sar = sensor.kind is SensorKind.SAR
+    groups = []
+    for group, grid in zip(sensor.groups, grids.of_role(role.value), strict=True):
+        chip = rdr.read(assets, group.bands, grid, sensor.resampling)
+        groups.append(
+            GroupChip(role, group, sar, grid, chip.data, _saturation_value(assets, group.bands))
         )
-    return factor
+    ref = assets.get(sensor.cloud_mask) if sensor.cloud_mask is not None else None
+    if ref is None:
+        return groups, None
+    raw = rdr.read_raw(ref, grids.of_role(role.value)[0])
+    return groups, np.nan_to_num(raw, nan=0.0).astype(np.uint8)
+
+
+def _shift_lr_groups(chip: ChipData, shift: ShiftEstimate) -> ChipData:
+    """The chip with every LR group moved back by ``shift`` (given in primary LR pixels)."""
+    lr = chip.of_role(Role.LR)
+    moved = []
+    for g in chip.groups:
+        if g.role is Role.LR:
+            s = shift
+            if g is not lr[0]:
+                k = shift.gsd_m / g.group.gsd_m  # the same metres in this group's pixels
+                s = replace(
+                    shift, dx_px=shift.dx_px * k, dy_px=shift.dy_px * k, gsd_m=g.group.gsd_m
+                )
+            g = replace(g, data=shift_lr(g.data, s).astype(np.float32))
+        moved.append(g)
+    return replace(chip, groups=tuple(moved))
 
 
 def process_chip(
@@ -346,84 +282,83 @@ def process_chip(
     settings: FetchSettings,
     split: str,
     reader: Reader | None = None,
-) -> dict[str, Any]:
-    """Fetch, check and write one chip; returns (and records) its status.
+) -> ChipRecord:
+    """Fetch, check and write one chip; returns (and records) its record.
 
+    Every band group of the LR and HR sensors is read on its nested grid, checked as the
+    recipe says (:func:`harvest.stages._chips.evaluate`) and written by the recipe's writer.
     Never raises for a chip-level problem: a missing, corrupt or truncated file, or any other
-    error, becomes a ``failed`` status naming the cause (the run goes on with other chips).
+    error, becomes a ``failed`` record naming the cause (the run goes on with other chips).
     """
     started_at = _utc_now()
     recipe = settings.recipe
+    writer = writer_for(recipe.writer)
     grids = job.grids(recipe)
     left, bottom, right, top = grids.bounds
     footprint = shapely.box(left, bottom, right, top)
-    status: dict[str, Any] = {
-        "roi_id": job.roi_id,
-        "split": split,
-        "s2_id": job.pair.lr.item_id,
-        "naip_id": job.pair.hr.item_id,
-        "epsg": grids.epsg,
-        "dt_hours": job.pair.dt_hours,
-        "footprint_wkt": _footprint_lonlat(footprint, grids.epsg).wkt,
-    }
-    rdr = reader if reader is not None else _worker_reader(settings)
+    base = ChipRecord(
+        roi_id=job.roi_id,
+        status=ChipStatus.FAILED,
+        split=split,
+        lr_id=job.pair.lr.item_id,
+        hr_id=job.pair.hr.item_id,
+        epsg=grids.epsg,
+        dt_hours=job.pair.dt_hours,
+        footprint_wkt=_footprint_lonlat(footprint, grids.epsg).wkt,
+    )
     try:
         t0 = time.perf_counter()
-        lr_assets = job.pair.lr.assets
-        hr_assets = job.pair.hr.assets
         # Before any read: a remote catalog's href to a local file or a private host fails
         # the chip here, and no request is sent.
         settings.href_policy.check_all(_hrefs_read(job, recipe))
-        lr_rdr = _reader_for(lr_assets, rdr, reader, settings)
-        lr = lr_rdr.read(lr_assets, recipe.lr.bands, grids.lr, "nearest")
-        scl_ref = lr_assets.get(SCL_BAND)
-        scl_raw = lr_rdr.read_raw(scl_ref, grids.lr) if scl_ref is not None else None
+        lr_groups, lr_scl = _read_sensor(job, Role.LR, recipe.lr, grids, reader, settings)
         t1 = time.perf_counter()
-        hr = _reader_for(hr_assets, rdr, reader, settings).read(
-            hr_assets, recipe.hr.bands, grids.hr, "average"
-        )
+        hr_groups, hr_scl = _read_sensor(job, Role.HR, recipe.hr, grids, reader, settings)
         t2 = time.perf_counter()
-        scl = None if scl_raw is None else np.nan_to_num(scl_raw, nan=0.0).astype(np.uint8)
-        hr_sat = _saturation_value(hr_assets, recipe.hr.bands)
-        qa = evaluate_nested(
-            lr.data, hr.data, scl, _factor(recipe), recipe.lr.gsd_m, hr_sat, settings.thresholds
+        chip = ChipData(
+            groups=(*lr_groups, *hr_groups),
+            scl=lr_scl if lr_scl is not None else hr_scl,
+            scl_role=Role.HR if recipe.hr.cloud_mask else Role.LR,
         )
-        lr_data = lr.data
+        qa = evaluate(chip, recipe, settings.thresholds)
         corrected = False
         if settings.correct_shift and qa.kept and qa.shift.ok:
-            lr_data = shift_lr(lr_data, qa.shift).astype(np.float32)
+            chip = _shift_lr_groups(chip, qa.shift)
             corrected = True
         t3 = time.perf_counter()
-        kept = qa.kept
-        meta = chip_metadata(
-            job, grids, split, qa, settings, shift_corrected=corrected, hr_saturation=hr_sat
+        ctx = ChipContext(
+            roi_id=job.roi_id,
+            split=split,
+            lr=job.pair.lr,
+            hr=job.pair.hr,
+            dt_hours=job.pair.dt_hours,
+            grids=grids,
+            recipe=recipe,
+            config_hash=settings.config_hash,
+            shift_corrected=corrected,
         )
-        files = write_chip_folder(
+        files = writer.write(
             settings.out_dir,
             job.roi_id,
-            kept=kept,
-            lr=lr_data,
-            lr_grid=grids.lr,
-            lr_bands=recipe.lr.bands,
-            hr=hr.data,
-            hr_grid=grids.hr,
-            hr_bands=recipe.hr.bands,
-            scl=scl,
-            metadata=meta,
+            kept=qa.kept,
+            chip=chip,
+            metadata=writer.metadata(ctx, chip, qa),
         )
         t4 = time.perf_counter()
-        status.update(
-            status=KEPT if kept else REJECTED,
-            reasons=";".join(qa.reasons),
-            error=None,
+        record = replace(
+            base,
+            status=ChipStatus.KEPT if qa.kept else ChipStatus.REJECTED,
+            reasons=qa.reasons,
             folder=str(files.folder.relative_to(settings.out_dir)),
-            qa=qa_columns(qa),
-            sha256=files.sha256,
-            seconds_read_lr=t1 - t0,
-            seconds_read_hr=t2 - t1,
-            seconds_read=t2 - t0,
-            seconds_qa=t3 - t2,
-            seconds_write=t4 - t3,
+            metrics=qa_metrics(qa),
+            checksums=files.sha256,
+            seconds={
+                "seconds_read_lr": t1 - t0,
+                "seconds_read_hr": t2 - t1,
+                "seconds_read": t2 - t0,
+                "seconds_qa": t3 - t2,
+                "seconds_write": t4 - t3,
+            },
         )
     except DiskWriteError:
         raise  # a full or failing disk fails every later chip too: stop the run
@@ -431,40 +366,22 @@ def process_chip(
         # Chip-level failures are data, not crashes: the manifest names the cause. No log line
         # here: the parent logs each failed chip at debug level and sums them up per kind.
         kind = type(exc).__name__ if not isinstance(exc, HarvestError) else "HarvestError"
-        status.update(
-            status=FAILED,
-            reasons="",
+        record = replace(
+            base,
             error=f"{kind}: {' '.join(str(exc).split())}"[:500],
             error_kind=type(exc).__name__,
-            folder=None,
         )
-    status.update(started_at=started_at, finished_at=_utc_now())
-    write_status(settings.out_dir, job.roi_id, status)
-    return status
+    record = replace(record, started_at=started_at, finished_at=_utc_now())
+    write_record(settings.out_dir, record)
+    return record
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _to_lonlat(epsg: int) -> Any:
-    """A pyproj transformer from ``epsg`` to lon/lat, built once per CRS and thread.
-
-    Building one costs about 0.6 ms, twice per chip; one per thread because a worker of an
-    external cluster may run several chips at once in threads.
-    """
-    return _cached_to_lonlat(epsg, threading.get_ident())
-
-
-@lru_cache(maxsize=64)
-def _cached_to_lonlat(epsg: int, thread_id: int) -> Any:
-    from pyproj import Transformer
-
-    return Transformer.from_crs(epsg, 4326, always_xy=True)
-
-
 def _footprint_lonlat(box: shapely.Polygon, epsg: int) -> shapely.Geometry:
-    tr = _to_lonlat(epsg)
+    tr = lonlat_transformer(epsg)
     dense = shapely.segmentize(box, (box.bounds[2] - box.bounds[0]) / 8.0)
     return shapely.transform(dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
@@ -493,7 +410,7 @@ def _run_tasks(
     *,
     workers: int,
     client: Any,
-    on_done: Callable[[dict[str, Any]], None],
+    on_done: Callable[[ChipRecord], None],
     reader: Reader | None,
 ) -> None:
     """Run ``jobs`` in this process, on ``client``'s cluster, or on a new local cluster."""
@@ -540,18 +457,19 @@ def _run_tasks(
             for fut in as_completed(futures):
                 batch = futures[fut]
                 try:
-                    statuses = fut.result()
+                    records = fut.result()
                 except DiskWriteError:
                     raise
                 except Exception as exc:
                     # A worker died under the task (KilledWorker) or the task could not run:
                     # the chips it finished have their status on disk, the others fail.
-                    statuses = [
-                        _recorded_or_failed(settings.out_dir, job, split[job.roi_id], exc)
+                    kept_dir = writer_for(settings.recipe.writer).kept_dir
+                    records = [
+                        _recorded_or_failed(settings.out_dir, job, split[job.roi_id], exc, kept_dir)
                         for job in batch
                     ]
-                for status in statuses:
-                    on_done(status)
+                for record in records:
+                    on_done(record)
         except DiskWriteError:
             # The disk is full or failing (on a worker or here): every queued chip would fail
             # the same way, and an external cluster would go on running them after we are gone.
@@ -679,7 +597,7 @@ def scene_batches(jobs: Sequence[FetchJob], size: int) -> list[list[FetchJob]]:
 
 def process_chips(
     jobs: Sequence[FetchJob], settings: FetchSettings, splits: Sequence[str]
-) -> list[dict[str, Any]]:
+) -> list[ChipRecord]:
     """:func:`process_chip` for each job of a batch (one Dask task), in order."""
     return [process_chip(job, settings, sp) for job, sp in zip(jobs, splits, strict=True)]
 
@@ -693,24 +611,23 @@ def _scene_groups(jobs: Sequence[FetchJob]) -> list[list[FetchJob]]:
 
 
 def _recorded_or_failed(
-    out_dir: Path, job: FetchJob, split: str, exc: BaseException
-) -> dict[str, Any]:
-    """The status a chip of a lost task already recorded, else a ``failed`` one (recorded)."""
-    recorded = load_status(out_dir, job.roi_id)
-    if recorded is not None and _finished(out_dir, job.roi_id, recorded):
+    out_dir: Path, job: FetchJob, split: str, exc: BaseException, kept_dir: str
+) -> ChipRecord:
+    """The record a chip of a lost task already wrote, else a ``failed`` one (recorded)."""
+    recorded = load_record(out_dir, job.roi_id)
+    if recorded is not None and _finished(out_dir, recorded, kept_dir):
         return recorded
-    status: dict[str, Any] = {
-        "roi_id": job.roi_id,
-        "split": split,
-        "s2_id": job.pair.lr.item_id,
-        "naip_id": job.pair.hr.item_id,
-        "status": FAILED,
-        "reasons": "",
-        "error": f"{type(exc).__name__}: {exc}"[:500],
-        "error_kind": type(exc).__name__,
-    }
-    write_status(out_dir, job.roi_id, status)
-    return status
+    record = ChipRecord(
+        roi_id=job.roi_id,
+        status=ChipStatus.FAILED,
+        split=split,
+        lr_id=job.pair.lr.item_id,
+        hr_id=job.pair.hr.item_id,
+        error=f"{type(exc).__name__}: {exc}"[:500],
+        error_kind=type(exc).__name__,
+    )
+    write_record(out_dir, record)
+    return record
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
@@ -732,14 +649,16 @@ def _warm_worker() -> None:
     import zstandard  # noqa: F401  (harvest.cog imports it on a chip's first write)
 
     import harvest.qa  # noqa: F401  (scipy, OpenCV)
-    import harvest.read  # noqa: F401  (rasterio, GDAL)
+
+    warm_readers()  # rasterio, GDAL
 
 
-def _finished(out_dir: Path, roi_id: str, status: Mapping[str, Any]) -> bool:
-    st = status.get("status")
-    if st not in (KEPT, REJECTED):
+def _finished(out_dir: Path, record: ChipRecord | None, kept_dir: str) -> bool:
+    """Whether a chip is done: QA decided on it and its folder is there."""
+    if record is None or not record.finished:
         return False
-    return chip_folder(out_dir, roi_id, st == KEPT).is_dir()
+    kept = record.status is ChipStatus.KEPT
+    return chip_folder(out_dir, record.roi_id, kept, kept_dir=kept_dir).is_dir()
 
 
 def run(
@@ -776,7 +695,8 @@ def run(
         progress: How to show progress (a bar with chips/s and counts, or nothing).
         sign: Href signer applied right before each read (e.g. Planetary Computer).
         split_seed: Seed of the train/test block assignment.
-        env_options: GDAL settings (default :func:`harvest.read.gdal_env_options`).
+        env_options: GDAL settings (default: the registry's, see
+            :class:`harvest.backends.registry.ReaderSettings`).
         reader: A reader to use in this process (tests); workers build their own.
         ee_project: Google Cloud project for Earth Engine reads (``ee://`` assets); None: the
             project of the credentials (the CLI passes ``$EE_PROJECT``).
@@ -788,8 +708,8 @@ def run(
             for jobs and rows given directly (the caller made them).
         timeout_s: Seconds to wait for one answer of a remote file or of Earth Engine
             (``--timeout``): GDAL's read timeout (its connect timeout at most 10 s) and the
-            Earth Engine deadline. None: :data:`harvest.read.GDAL_REMOTE_OPTIONS`' and the
-            Earth Engine reader's defaults.
+            Earth Engine deadline (:meth:`harvest.backends.registry.ReaderSettings.with_timeout`).
+            None: the readers' defaults.
 
     Returns:
         A :class:`FetchSummary`.
@@ -812,10 +732,25 @@ def run(
             f"the pairs were searched with recipe {searched}, not {recipe.name}: "
             f"pass --recipe {searched}"
         )
+    if recipe.guide is not None:
+        raise ConfigError(
+            f"recipe {recipe.name} has a guide sensor, which fetch does not read yet: remove "
+            "guide from the recipe to fetch its LR/HR pairs"
+        )
     jobs = _as_jobs(pairs)
     policy = href_policy or _href_policy(pairs, allow_hosts)
-    if timeout_s is not None and not timeout_s > 0:
-        raise ConfigError(f"--timeout {timeout_s} must be > 0 seconds")
+    # Checked before the folder is touched: a bad --timeout is a ConfigError.
+    readers = ReaderSettings.with_timeout(
+        timeout_s,
+        gdal_options={
+            **(ReaderSettings().gdal_options if env_options is None else env_options),
+            **policy.gdal_options,
+        },
+        sign=sign,
+        drivers=policy.raster_drivers,
+        ee_project=ee_project,
+        ee_url=ee_url,
+    )
     # Every roi_id names a folder under out: checked before the folder is even created.
     check_ids((j.roi_id for j in jobs), field="roi_id", source="fetch jobs")
     counts = Counter(j.roi_id for j in jobs)
@@ -832,7 +767,7 @@ def run(
         stack.enter_context(folder_lock(out, dataset_lock_path(out)))
         out.mkdir(parents=True, exist_ok=True)
         chash = config_hash(recipe)
-        check_run_file(out, recipe.name, chash)
+        check_run_file(out, recipe.name, chash, recipe.model_dump(mode="json"))
         clean_temporaries(out)
         split = assign_split(
             [j.roi_id for j in jobs],
@@ -840,27 +775,20 @@ def run(
             [j.lat_deg for j in jobs],
             seed=split_seed,
         )
-        statuses = load_statuses(out)
-        if statuses:
+        writer = writer_for(recipe.writer)
+        records = load_records(out)
+        if records:
             # A resumed run first brings the manifest up to what the last (maybe killed) run did.
-            write_manifest(out, statuses)
-        pending = [j for j in jobs if not _finished(out, j.roi_id, statuses.get(j.roi_id, {}))]
+            write_layout_manifest(out, records, writer, recipe)
+        pending = [j for j in jobs if not _finished(out, records.get(j.roi_id), writer.kept_dir)]
         settings = FetchSettings(
             recipe=recipe,
             out_dir=out,
             thresholds=thresholds or QaThresholds(),
             correct_shift=correct_shift,
-            env_options={
-                **(dict(env_options) if env_options is not None else gdal_env_options()),
-                **policy.gdal_options,
-                **gdal_timeout_options(timeout_s),
-            },
-            sign=sign,
             config_hash=chash,
-            ee_project=ee_project,
-            ee_url=ee_url,
+            reader=readers,
             href_policy=policy,
-            timeout_s=timeout_s,
         )
         bar = ChipProgress(Progress.of(progress), len(pending), "fetch")
         try:
@@ -870,12 +798,13 @@ def run(
                 split,
                 workers=workers,
                 client=client,
-                on_done=lambda st: _chip_done(st, bar),
+                on_done=lambda rec: _chip_done(rec, bar),
                 reader=reader,
             )
         finally:
             bar.close()
-        return finish_run(out, len(jobs), len(jobs) - len(pending), len(pending), started)
+        n_before = len(jobs) - len(pending)
+        return finish_run(out, writer, recipe, len(jobs), n_before, len(pending), started)
 
 
 def _href_policy(pairs: Any, allow_hosts: Sequence[str | AllowedHost]) -> HrefPolicy:
@@ -891,8 +820,8 @@ def _href_policy(pairs: Any, allow_hosts: Sequence[str | AllowedHost]) -> HrefPo
     return HrefPolicy.for_catalog(kind, allow_hosts)
 
 
-def _chip_done(status: Mapping[str, Any], bar: ChipProgress) -> None:
-    if status.get("status") == FAILED:
+def _chip_done(record: ChipRecord, bar: ChipProgress) -> None:
+    if record.status is ChipStatus.FAILED:
         # Details only with -v: the end of the run sums failures up per kind (FetchSummary).
-        logger.debug("chip %s failed: %s", status.get("roi_id"), status.get("error"))
-    bar.update(str(status["status"]))
+        logger.debug("chip %s failed: %s", record.roi_id, record.error)
+    bar.update(record.status)

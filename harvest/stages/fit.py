@@ -58,7 +58,8 @@ from harvest.lock import folder_lock, sibling_lock_path
 from harvest.metrics import mae, pbias, pearson, pearson_joint, rmse, sam
 from harvest.progress import NO_PROGRESS, Progress
 from harvest.stages._degradation import parse_list, read_json, read_raster, write_npz
-from harvest.store import atomic_folder, atomic_write_bytes
+from harvest.diskio import atomic_write_bytes
+from harvest.store import atomic_folder
 
 logger = logging.getLogger(__name__)
 

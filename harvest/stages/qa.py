@@ -1,33 +1,40 @@
 """``harvest qa``: decide again on the chips a fetch wrote, with other thresholds.
 
-No fetching: each chip folder is read back, checked with :func:`harvest.qa.evaluate_nested`,
-moved between ``cross-sensor/`` and ``rejected/``, its ``metadata.json`` and status updated; the
-manifest is rebuilt at the end. Holds the folder's lock like the fetch stage.
+No fetching: each chip folder is read back by the layout's writer (the recipe the folder was
+fetched with is recorded in its ``run.json``), checked as that recipe says, moved between the
+kept folder (``cross-sensor/`` or ``kept/``) and ``rejected/``, its ``metadata.json`` and status
+updated; the manifest is rebuilt at the end. Holds the folder's lock like the fetch stage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from harvest.diskio import atomic_write_bytes
 from harvest.lock import dataset_lock_path, folder_lock
 from harvest.progress import NO_PROGRESS, Progress
-from harvest.qa import QaThresholds, evaluate_nested
-from harvest.records import FAILED, KEPT, REJECTED, FetchSummary
-from harvest.stages._chips import ChipProgress, finish_run, qa_columns
+from harvest.qa import QaThresholds
+from harvest.recipes import Recipe, load_recipe
+from harvest.records import ChipRecord, ChipStatus, FetchSummary, qa_metrics
+from harvest.stages._chips import ChipProgress, evaluate, finish_run
 from harvest.store import (
-    LR_FILE,
     META_FILE,
-    SCL_FILE,
+    RUN_FILE,
     clean_temporaries,
     iter_chip_folders,
-    load_statuses,
+    json_bytes,
+    load_records,
     move_chip_folder,
-    read_chip_folder,
+    read_run_file,
     sha256_file,
-    write_status,
+    write_record,
 )
+from harvest.writers import writer_for
 
 
 def run(
@@ -38,9 +45,10 @@ def run(
 ) -> FetchSummary:
     """Re-run QA on the written chips with other thresholds, without fetching again.
 
-    Each chip folder is read back, checked, moved between ``cross-sensor/`` and ``rejected/``
-    as the new decision says, its metadata.json updated (QA_1, QA_2, shift) and its status
-    rewritten; failed chips keep their status. The manifest is rebuilt at the end.
+    Each chip folder is read back, checked, moved between the kept folder (``cross-sensor/``
+    for SEN2NAIP, ``kept/`` for the generic layout) and ``rejected/`` as the new decision says,
+    its metadata.json updated (SEN2NAIP: QA_1, QA_2, shift; generic: the QA block) and its
+    status rewritten; failed chips keep their status. The manifest is rebuilt at the end.
 
     Raises:
         StoreError: ``out_dir`` holds no fetched dataset.
@@ -48,7 +56,6 @@ def run(
         DiskWriteError: the disk is full or failing (the run stops there).
     """
     from harvest.errors import StoreError
-    from harvest.store import RUN_FILE
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -59,68 +66,68 @@ def run(
         return _run_locked(out, thresholds, progress=Progress.of(progress), started=started)
 
 
+def folder_recipe(out: Path) -> Recipe:
+    """The recipe a fetched folder was made with (recorded in its ``run.json``).
+
+    Folders fetched before ``run.json`` held the whole recipe name a shipped one.
+
+    Raises:
+        StoreError: ``run.json`` names no usable recipe.
+    """
+    from harvest.errors import ConfigError, StoreError
+
+    run_info = read_run_file(out)
+    spec = run_info.get("recipe_spec")
+    try:
+        if isinstance(spec, dict):
+            return Recipe.model_validate(spec)
+        return load_recipe(str(run_info.get("recipe")))
+    except (ValidationError, ConfigError) as exc:
+        raise StoreError(
+            f"{out / RUN_FILE} names no recipe this harvest can read "
+            f"({' '.join(str(exc).split())[:200]}): fetch into a new folder"
+        ) from None
+
+
 def _run_locked(
     out: Path, thresholds: QaThresholds | None, *, progress: Progress, started: float
 ) -> FetchSummary:
     """:func:`run` once the folder's lock is held."""
-    from harvest.store import atomic_write_bytes, json_bytes
-
     clean_temporaries(out)
     t = thresholds or QaThresholds()
-    statuses = load_statuses(out)
-    chips = list(iter_chip_folders(out))
+    recipe = folder_recipe(out)
+    writer = writer_for(recipe.writer)
+    records = load_records(out)
+    chips = list(iter_chip_folders(out, kept_dir=writer.kept_dir))
     bar = ChipProgress(progress, len(chips), "qa")
     try:
         for roi_id, folder, _was_kept in chips:
-            chip = read_chip_folder(folder)
-            meta = chip.metadata
-            factor = round(chip.lr_grid.gsd_m / chip.hr_grid.gsd_m)
-            qa = evaluate_nested(
-                chip.lr,
-                chip.hr,
-                chip.scl,
-                factor,
-                chip.lr_grid.gsd_m,
-                meta.get("hr_saturation"),
-                t,
-            )
-            s = qa.shift
-            if not meta.get("shift_corrected"):
-                meta.update(
-                    shift_dx_px=s.dx_px,
-                    shift_dy_px=s.dy_px,
-                    shift_east_m=s.east_m,
-                    shift_north_m=s.north_m,
-                    shift_method=s.method,
-                    QA_1=qa.qa1_px,
-                )
-            meta["QA_2"] = qa.qa2_deg
-            meta_bytes = json_bytes(meta)
+            chip, meta = writer.read(folder, recipe)
+            qa = evaluate(chip, recipe, t)
+            meta_bytes = json_bytes(writer.requalified(meta, qa))
             atomic_write_bytes(folder / META_FILE, meta_bytes)
-            final = move_chip_folder(out, roi_id, qa.kept)
-            st = dict(statuses.get(roi_id, {"roi_id": roi_id}))
+            final = move_chip_folder(out, roi_id, qa.kept, kept_dir=writer.kept_dir)
             # A run killed between the folder and its status file: take the facts from metadata.
-            st.setdefault("split", meta.get("split"))
-            st.setdefault("s2_id", meta.get("s2_id"))
-            st.setdefault("naip_id", meta.get("naip_id"))
-            st.setdefault("epsg", meta.get("proj:epsg"))
-            st.setdefault("dt_hours", meta.get("dt_hours"))
-            sums = dict(st.get("sha256") or {})
+            facts = writer.facts(meta)
+            prev = records.get(roi_id) or ChipRecord(roi_id, ChipStatus.FAILED)
+            prev = replace(prev, **{k: v for k, v in facts.items() if getattr(prev, k) is None})
+            sums = dict(prev.checksums)
             sums[META_FILE] = hashlib.sha256(meta_bytes).hexdigest()
-            for name in (LR_FILE, SCL_FILE):
+            for name in writer.files(recipe):
                 if name not in sums and (final / name).exists():
                     sums[name] = sha256_file(final / name)
-            st.update(
-                status=KEPT if qa.kept else REJECTED,
-                reasons=";".join(qa.reasons),
+            record = replace(
+                prev,
+                status=ChipStatus.KEPT if qa.kept else ChipStatus.REJECTED,
+                reasons=qa.reasons,
                 error=None,
                 folder=str(final.relative_to(out)),
-                qa=qa_columns(qa),
-                sha256=sums,
+                metrics=qa_metrics(qa),
+                checksums=sums,
             )
-            write_status(out, roi_id, st)
-            bar.update(str(st["status"]))
+            write_record(out, record)
+            bar.update(record.status)
     finally:
         bar.close()
-    n_failed = sum(1 for st in load_statuses(out).values() if st.get("status") == FAILED)
-    return finish_run(out, len(chips) + n_failed, 0, len(chips), started)
+    n_failed = sum(r.status is ChipStatus.FAILED for r in load_records(out).values())
+    return finish_run(out, writer, recipe, len(chips) + n_failed, 0, len(chips), started)

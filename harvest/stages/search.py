@@ -20,9 +20,9 @@ from harvest.errors import ConfigError, InputFileError
 from harvest.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    from harvest.catalog.base import Catalog
-    from harvest.config import Recipe
+    from harvest.backends.base import Catalog
     from harvest.grid import ChipGridArray
+    from harvest.recipes import Recipe
 
 def parse_day(text: str | None, option: str) -> date | None:
     """A ``YYYY-MM-DD`` option value as a date (None stays None).
@@ -155,7 +155,7 @@ def run(
 ) -> SearchSummary:
     """Search the LR and HR scenes of every ROI's chip and write the pairs table.
 
-    One :class:`~harvest.catalog.base.SearchRequest` per collection holds every ROI's chip
+    One :class:`~harvest.backends.base.SearchRequest` per collection holds every ROI's chip
     footprint (the backend batches them into few requests); the scenes found are paired with
     :func:`~harvest.pairing.pair_scenes`; :func:`~harvest.tables.write_pairs` writes
     ``output`` and ``<output stem>.dropped.parquet`` atomically.
@@ -163,10 +163,10 @@ def run(
     Args:
         rois: ROI table (GeoParquet written by ``harvest sample``).
         recipe: Recipe or its name / YAML path.
-        catalog: The backend to search (see :func:`harvest.catalog.registry.open_catalog`).
+        catalog: The backend to search (see :func:`harvest.backends.registry.open_catalog`).
         output: Pairs table to write.
         catalog_name: How the catalog was named, recorded in the metadata.
-        catalog_kind: :attr:`harvest.catalog.registry.OpenedCatalog.kind`, recorded in the
+        catalog_kind: :attr:`harvest.backends.registry.OpenedCatalog.kind`, recorded in the
             metadata: the fetch stage restricts the hrefs of a remote catalog
             (:mod:`harvest.hrefs`). Empty: inferred from the name (an http(s) URL or a remote
             provider is remote).
@@ -186,12 +186,13 @@ def run(
     """
     import time
 
-    from harvest.catalog.base import Footprint, SearchRequest
-    from harvest.config import config_hash, load_recipe
+    from harvest.backends.base import Footprint, SearchRequest
+    from harvest.config import config_hash
     from harvest.geoio import read_roi_points
     from harvest.grid import grid_cells
     from harvest.hrefs import infer_catalog_kind
     from harvest.pairing import RoiFootprint, pair_scenes
+    from harvest.recipes import load_recipe
     from harvest.tables import PairRow, SearchMetadata, write_pairs
 
     started = time.perf_counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from harvest.store import TMP_MARK, is_temporary
+from harvest.diskio import TMP_MARK, is_temporary
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
 METHODS = ("statistical", "deterministic", "variational")

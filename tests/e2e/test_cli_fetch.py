@@ -14,7 +14,8 @@ import geopandas as gpd
 import pytest
 
 from harvest import __version__
-from harvest.config import config_hash, load_recipe
+from harvest.config import config_hash
+from harvest.recipes import load_recipe
 from harvest.demo.pairs import truth_pair_rows
 from harvest.tables import SearchMetadata, write_pairs
 

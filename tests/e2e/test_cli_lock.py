@@ -15,11 +15,12 @@ from pathlib import Path
 import geopandas as gpd
 
 from harvest import __version__
-from harvest.catalog.base import AssetMap
-from harvest.config import config_hash, load_recipe
+from harvest.backends.base import AssetMap
+from harvest.config import config_hash
 from harvest.demo.pairs import truth_pair_rows
+from harvest.diskio import is_temporary
 from harvest.lock import EXIT_LOCKED, LockHolder, dataset_lock_path, sibling_lock_path
-from harvest.store import is_temporary
+from harvest.recipes import load_recipe
 from harvest.tables import PairRow, SearchMetadata, write_pairs
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
@@ -243,5 +244,5 @@ def test_failed_chips_are_summed_up_once_per_kind_and_listed_with_v(
     v = harvest("-v", *FETCH, cwd=tmp_path)
     assert v.returncode == 0, v.stderr
     for row in (rows[1], rows[3]):
-        assert re.search(rf"DEBUG harvest\.fetch: chip {row.roi_id} failed: .*gone", v.stderr)
+        assert re.search(rf"DEBUG harvest\.stages\.fetch: chip {row.roi_id} failed: .*gone", v.stderr)
     assert "warning: 2 chips failed" in v.stderr

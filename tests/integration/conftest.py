@@ -222,7 +222,7 @@ class SearchCase:
     max_cloud_pct: float | None
 
     def request(self) -> Any:
-        from harvest.catalog import SearchRequest
+        from harvest.backends.base import SearchRequest
 
         return SearchRequest.from_geometries(
             self.footprints, self.collections, self.start, self.end, self.max_cloud_pct

@@ -8,8 +8,8 @@ What it serves (the calls earthengine-api 1.7.x makes, measured in ../shared/OFF
 * ``POST /v1/projects/P/value:compute``: ``{"result": ...}``, the documented getInfo answer.
 
 How much of Earth Engine it implements: a tiny interpreter of the expression graph that covers
-the functions :mod:`harvest.catalog.earthengine` sends: collection load, ``filter`` with date
-range, bounds, ``>``/``not``/``==``/``listContains`` property filters, ``limit``,
+the functions :mod:`harvest.backends.earthengine.search` sends: collection load, ``filter``
+with date range, bounds, ``>``/``not``/``==``/``listContains`` property filters, ``limit``,
 ``Join.saveFirst`` on equal fields, and ``map`` with a per-image function built from
 ``Feature``, ``Element.set/get``, ``Element.toDictionary``, ``Image.geometry``,
 ``Image.bandNames``, ``Image.select``, ``Image.projection``, ``Projection.crs``,
@@ -641,7 +641,7 @@ def fake_earth_engine(
     monkeypatch: pytest.MonkeyPatch, catalog: Sequence[FakeImage]
 ) -> Iterator[EEServer]:
     """A started fake Earth Engine for one test; the client's state is reset afterwards."""
-    from harvest.catalog.earthengine import reset_earth_engine
+    from harvest.backends.earthengine.session import reset_earth_engine
 
     # Initialize asks the public data catalog for deprecated assets: no internet here.
     monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})

@@ -20,14 +20,10 @@ import shapely
 import shapely.geometry
 from ee_server import EEServer, FakeImage, fake_earth_engine, graph_invocations
 
-from harvest.catalog.base import Footprint, SearchRequest
-from harvest.catalog.earthengine import (
-    CLOUD_SCORE_ASSET,
-    EarthEngineCatalog,
-    default_project,
-    plan_batches,
-    split_ee_href,
-)
+from harvest.backends.base import Footprint, SearchRequest
+from harvest.backends.earthengine.assets import CLOUD_SCORE_ASSET, split_ee_href
+from harvest.backends.earthengine.search import EarthEngineCatalog, plan_batches
+from harvest.backends.registry import default_ee_project
 from harvest.errors import CatalogError
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
@@ -491,9 +487,9 @@ def test_unknown_collection_and_bad_limits() -> None:
 
 
 def test_default_project_and_hrefs() -> None:
-    assert default_project({"EE_PROJECT": "a", "GOOGLE_CLOUD_PROJECT": "b"}) == "a"
-    assert default_project({"GOOGLE_CLOUD_PROJECT": "b"}) == "b"
-    assert default_project({"EE_PROJECT": " "}) is None
+    assert default_ee_project({"EE_PROJECT": "a", "GOOGLE_CLOUD_PROJECT": "b"}) == "a"
+    assert default_ee_project({"GOOGLE_CLOUD_PROJECT": "b"}) == "b"
+    assert default_ee_project({"EE_PROJECT": " "}) is None
     assert split_ee_href("ee://USDA/NAIP/DOQQ/m_1#N") == ("USDA/NAIP/DOQQ/m_1", "N")
     with pytest.raises(CatalogError, match="not an Earth Engine href"):
         split_ee_href("https://example.com/a.tif")

@@ -26,21 +26,22 @@ import shapely
 from affine import Affine
 from ee_server import EEServer, FakeImage, fake_earth_engine, graph_invocations, smooth_field
 
-from harvest.catalog.base import AssetMap, AssetRef, SceneRef
-from harvest.catalog.earthengine import (
+from harvest.backends.base import AssetMap, AssetRef, SceneRef
+from harvest.backends.earthengine.assets import ee_href
+from harvest.backends.earthengine.reader import (
     EE_MAX_PIXELS_REQUEST_BYTES,
     EE_MAX_PIXELS_SIDE,
     MASKED_VALUE,
     REDUCE_RESOLUTION_MAX_PIXELS,
     EarthEngineReader,
-    ee_href,
     plan_pixel_tiles,
 )
-from harvest.config import load_recipe
+from harvest.backends.gdal.reader import RasterioReader
+from harvest.backends.registry import ReaderSettings
 from harvest.errors import AssetReadError, CatalogError, ReadError
 from harvest.grid import ChipGrid
 from harvest.pairing import RoiFootprint, pair_scenes
-from harvest.read import RasterioReader
+from harvest.recipes import load_recipe
 from harvest.stages.fetch import FetchJob, FetchSettings, _reader_for
 from harvest.stages.fetch import run as run_fetch
 
@@ -354,20 +355,22 @@ def test_settings_are_checked() -> None:
 
 
 def test_fetch_picks_the_earth_engine_reader_for_ee_hrefs(tmp_path: Path) -> None:
-    default = RasterioReader()
-    assert isinstance(_reader_for(s2_assets("B4"), default, None), EarthEngineReader)
+    default = FetchSettings(RECIPE, tmp_path)
+    assert isinstance(_reader_for(s2_assets("B4"), None, default), EarthEngineReader)
     cog = AssetMap({"B4": AssetRef("/data/B04.tif")})
-    assert _reader_for(cog, default, None) is default
+    assert isinstance(_reader_for(cog, None, default), RasterioReader)
     given = RasterioReader()
-    assert _reader_for(s2_assets("B4"), given, given) is given
+    assert _reader_for(s2_assets("B4"), given, default) is given
     # One reader per process for each project and endpoint the settings name.
-    settings = FetchSettings(RECIPE, tmp_path, ee_project="p1", ee_url="http://127.0.0.1:9")
-    ee_reader = _reader_for(s2_assets("B4"), default, None, settings)
+    settings = FetchSettings(
+        RECIPE, tmp_path, reader=ReaderSettings(ee_project="p1", ee_url="http://127.0.0.1:9")
+    )
+    ee_reader = _reader_for(s2_assets("B4"), None, settings)
     assert isinstance(ee_reader, EarthEngineReader)
     assert (ee_reader.project, ee_reader.opt_url) == ("p1", "http://127.0.0.1:9")
-    assert _reader_for(NAIP_ASSETS, default, None, settings) is ee_reader
-    other = FetchSettings(RECIPE, tmp_path, ee_project="p2")
-    assert _reader_for(s2_assets("B4"), default, None, other) is not ee_reader
+    assert _reader_for(NAIP_ASSETS, None, settings) is ee_reader
+    other = FetchSettings(RECIPE, tmp_path, reader=ReaderSettings(ee_project="p2"))
+    assert _reader_for(s2_assets("B4"), None, other) is not ee_reader
 
 
 def test_fetch_writes_earth_engine_chips_billed_to_the_given_project(

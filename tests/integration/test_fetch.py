@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import rasterio
 
-from harvest.catalog.base import AssetMap, SceneRef
-from harvest.config import load_recipe
+from harvest.backends.base import AssetMap, SceneRef
+from harvest.backends.gdal.reader import RasterioReader
+from harvest.backends.gdal.retry import ReadRetryPolicy, is_transient, with_retries
 from harvest.demo.pairs import truth_pair_rows
 from harvest.demo.truth import S2SceneTruth, load_truth
 from harvest.errors import AssetReadError, ReadError, StoreError
 from harvest.qa import QaThresholds, Reason, block_mean
-from harvest.read import RasterioReader, RetryPolicy, is_transient, with_retries
+from harvest.recipes import load_recipe
 from harvest.stages.fetch import FetchJob
 from harvest.stages.fetch import run as run_fetch
 from harvest.stages.qa import run as run_qa
@@ -258,7 +259,7 @@ def test_truncated_cog_fails_one_chip_on_a_two_worker_cluster(
 def test_reader_errors_name_the_file_and_transient_errors_are_retried(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.tif")
     with pytest.raises(AssetReadError, match="nope.tif"):
-        with_retries(lambda: rasterio.open(missing), missing, RetryPolicy())
+        with_retries(lambda: rasterio.open(missing), missing, ReadRetryPolicy())
     calls: list[int] = []
     waits: list[float] = []
 
@@ -268,7 +269,8 @@ def test_reader_errors_name_the_file_and_transient_errors_are_retried(tmp_path: 
             raise rasterio.errors.RasterioIOError("HTTP response code: 503")
         return 7
 
-    assert with_retries(flaky, "https://x/a.tif", RetryPolicy(attempts=4), sleep=waits.append) == 7
+    policy = ReadRetryPolicy(attempts=4)
+    assert with_retries(flaky, "https://x/a.tif", policy, sleep=waits.append) == 7
     assert len(calls) == 3 and len(waits) == 2 and waits[1] > waits[0] * 1.2
 
     def always_times_out() -> int:
@@ -278,7 +280,7 @@ def test_reader_errors_name_the_file_and_transient_errors_are_retried(tmp_path: 
     calls.clear()
     with pytest.raises(ReadError, match="3 tries"):
         with_retries(
-            always_times_out, "https://x/a.tif", RetryPolicy(attempts=3), sleep=waits.append
+            always_times_out, "https://x/a.tif", ReadRetryPolicy(attempts=3), sleep=waits.append
         )
     assert len(calls) == 3
     assert is_transient(ConnectionResetError("reset"))
@@ -397,8 +399,8 @@ def test_fast_nearest_equals_gdal_warp(demo_world: Path) -> None:
     """Nested grids read as plain windows give the WarpedVRT's values; others still warp."""
     from affine import Affine
 
+    from harvest.backends.gdal.reader import _nearest_aligned
     from harvest.grid import ChipGrid
-    from harvest.read import _nearest_aligned
 
     jobs = demo_jobs(demo_world, ((0.0, 0.0), (-437.5, 211.25)))
     fast, warp = RasterioReader(threads=1), RasterioReader(threads=1, fast_nearest=False)
@@ -426,7 +428,7 @@ def test_fast_nearest_equals_gdal_warp(demo_world: Path) -> None:
 
 
 def test_local_reads_are_serial_remote_reads_parallel() -> None:
-    from harvest.read import is_remote
+    from harvest.backends.gdal.reader import is_remote
 
     assert not is_remote("/data/B04.tif") and not is_remote("file:///data/B04.tif")
     assert not is_remote("/vsimem/x.tif")
@@ -466,9 +468,10 @@ def test_lost_task_keeps_the_chips_it_finished(
     done, lost = fetched["jobs"][0], fetched["jobs"][1]
     (out / ".harvest" / "status" / f"{lost.roi_id}.json").unlink()
     exc = RuntimeError("worker died")
-    assert _recorded_or_failed(out, done, "train", exc) == _status(out)[done.roi_id]
-    failed = _recorded_or_failed(out, lost, "train", exc)
-    assert failed["status"] == "failed" and "worker died" in failed["error"]
+    kept = _recorded_or_failed(out, done, "train", exc, CROSS_SENSOR_DIR)
+    assert kept.to_json() == _status(out)[done.roi_id]
+    failed = _recorded_or_failed(out, lost, "train", exc, CROSS_SENSOR_DIR)
+    assert failed.status == "failed" and "worker died" in (failed.error or "")
     assert _status(out)[lost.roi_id]["status"] == "failed"
 
 

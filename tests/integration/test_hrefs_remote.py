@@ -28,12 +28,12 @@ from pyproj import Transformer
 from range_server import RangeFileServer
 from stac_server import StacServer, StacServerError, start_stac_server
 
-from harvest.config import load_recipe
 from harvest.demo.pairs import truth_pair_rows
 from harvest.demo.stac import item_dicts_absolute
 from harvest.demo.truth import load_truth
 from harvest.geoio import write_points_geoparquet
 from harvest.hrefs import LOCAL_POLICY, HrefPolicy
+from harvest.recipes import load_recipe
 from harvest.stages.fetch import FetchJob, jobs_from_rows
 from harvest.stages.fetch import run as run_fetch
 from harvest.tables import read_pairs

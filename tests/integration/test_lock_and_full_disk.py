@@ -19,14 +19,15 @@ import pytest
 import rasterio
 from affine import Affine
 
-from harvest.config import load_recipe
+from harvest.recipes import load_recipe
 from harvest.demo.pairs import truth_pair_rows
 from harvest.errors import DiskWriteError, FolderLockedError
 from harvest.lock import dataset_lock_path
 from harvest.stages.fetch import FetchJob
 from harvest.stages.fetch import run as run_fetch
 from harvest.stages.qa import run as run_qa
-from harvest.store import is_temporary, sha256_file
+from harvest.diskio import is_temporary
+from harvest.store import sha256_file
 
 RECIPE = load_recipe("sen2naip")
 FAULTS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "faults"

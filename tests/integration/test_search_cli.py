@@ -21,10 +21,10 @@ import yaml
 from pyproj import Transformer
 from stac_server import FaultProxy
 
-from harvest.config import load_recipe
 from harvest.demo.truth import WorldTruth, load_truth
 from harvest.geoio import read_harvest_metadata, write_points_geoparquet
 from harvest.pairing import DropReason
+from harvest.recipes import load_recipe
 from harvest.tables import PairsTable, read_dropped, read_pairs
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
@@ -80,7 +80,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, truth: WorldTruth) -> Path:
     # SEN1-2's 256 px chip (2560 m) is wider than a 2400 m demo site: the same recipe with a
     # 120 px chip pairs the site centres.
     sen12 = load_recipe("sen12").model_dump(mode="json")
-    sen12["lr"]["chip_px"] = sen12["hr"]["chip_px"] = 120
+    sen12["lr"]["groups"][0]["chip_px"] = sen12["hr"]["groups"][0]["chip_px"] = 120
     (root / "sen12-demo.yaml").write_text(yaml.safe_dump(sen12))
     return root
 

@@ -17,17 +17,15 @@ import pytest
 import shapely
 from stac_server import FaultProxy, StacServer
 
-from harvest.catalog import Catalog, ProviderProfile, SearchRequest, load_profile
-from harvest.catalog.stac_api import (
-    RetryPolicy,
-    StacApiCatalog,
-    group_footprints,
-    signed_assets,
-)
+from harvest.backends.base import Catalog, SearchRequest
+from harvest.backends.profiles import ProviderProfile, load_profile
+from harvest.backends.signing import signed_assets
+from harvest.backends.stac_api.catalog import StacApiCatalog, group_footprints
+from harvest.backends.stac_api.transport import HttpRetryPolicy
 from harvest.errors import CatalogError
 
 # Read timeout well above a loaded server's answer time, well below the proxy's slow answer.
-FAST = RetryPolicy(total=6, backoff_s=0.02, jitter_s=0.02, read_timeout_s=1.5)
+FAST = HttpRetryPolicy(total=6, backoff_s=0.02, jitter_s=0.02, read_timeout_s=1.5)
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +229,7 @@ def test_exhausted_retries_raise_one_line_catalog_error(
     proxy: FaultProxy, cases: Any, pc: ProviderProfile, fault: str, reason: str
 ) -> None:
     proxy.plan([], persistent=fault)
-    policy = RetryPolicy(
+    policy = HttpRetryPolicy(
         total=2, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3, timeout_retries=2
     )
     with pytest.raises(CatalogError) as info:
@@ -250,12 +248,12 @@ def test_timeouts_have_their_own_small_retry_budget(
     proxy: FaultProxy, cases: Any, pc: ProviderProfile
 ) -> None:
     proxy.plan([], persistent="slow")
-    policy = RetryPolicy(total=6, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3)
+    policy = HttpRetryPolicy(total=6, backoff_s=0.01, jitter_s=0.01, read_timeout_s=0.3)
     with pytest.raises(CatalogError, match=r"did not answer within 0\.3 s \(2 tries\)"):
         StacApiCatalog(proxy.url, pc, policy=policy).search(cases["edges-no-cloud-limit"].request())
     assert len(proxy.searches()) == 2  # one retry after a timeout, not six
     # The defaults give up on a silent server within a minute, backoff included.
-    d = RetryPolicy()
+    d = HttpRetryPolicy()
     worst = (d.timeout_retries + 1) * d.read_timeout_s + d.timeout_retries * (
         d.backoff_s + d.jitter_s
     )
@@ -322,7 +320,7 @@ def test_construction_does_no_network_io_and_dead_server_fails_clearly(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    catalog = StacApiCatalog(url, pc, policy=RetryPolicy(total=1, backoff_s=0.01, jitter_s=0))
+    catalog = StacApiCatalog(url, pc, policy=HttpRetryPolicy(total=1, backoff_s=0.01, jitter_s=0))
     assert catalog.provider == "planetary-computer"
     with pytest.raises(CatalogError, match="no usable answer.*connection refused") as info:
         catalog.search(cases["ocean-nothing"].request())
@@ -440,7 +438,7 @@ def test_planetary_computer_signer_against_a_loopback_token_endpoint(
     import planetary_computer
     from planetary_computer.settings import Settings
 
-    from harvest.catalog.stac_api import planetary_computer_signer
+    from harvest.backends.stac_api.planetary_computer import planetary_computer_signer
 
     asked: list[str] = []
 

@@ -19,9 +19,10 @@ import shapely.geometry
 import stac_geoparquet.arrow as sga
 from stac_server import StacServer
 
-from harvest.catalog import Catalog, ProviderProfile, load_profile
-from harvest.catalog.stac_api import StacApiCatalog
-from harvest.catalog.stac_parquet import StacParquetCatalog
+from harvest.backends.base import Catalog
+from harvest.backends.profiles import ProviderProfile, load_profile
+from harvest.backends.stac_api.catalog import StacApiCatalog
+from harvest.backends.stac_parquet.catalog import StacParquetCatalog
 from harvest.errors import CatalogError
 
 CASES = [
@@ -179,7 +180,7 @@ def test_unknown_collection_is_a_catalog_error(
     snapshot: Path, cases: Any, pc: ProviderProfile
 ) -> None:
     case = cases["ocean-nothing"]
-    from harvest.catalog import SearchRequest
+    from harvest.backends.base import SearchRequest
 
     request = SearchRequest.from_geometries(
         [("x", shapely.box(0, 0, 1, 1))], ["venus-l2a"], case.start, case.end
@@ -191,7 +192,7 @@ def test_unknown_collection_is_a_catalog_error(
 def test_demo_world_api_and_parquet_agree_with_brute_force(
     demo_stac: Any, demo_world: Path, tmp_path: Path
 ) -> None:
-    from harvest.catalog import SearchRequest
+    from harvest.backends.base import SearchRequest
     from harvest.demo.stac import write_geoparquet
 
     items = demo_stac.items

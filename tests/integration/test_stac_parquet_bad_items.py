@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import stac_geoparquet.arrow as sga
 
-from harvest.catalog import load_profile
-from harvest.catalog.stac_parquet import StacParquetCatalog
+from harvest.backends.profiles import load_profile
+from harvest.backends.stac_parquet.catalog import StacParquetCatalog
 from harvest.errors import CatalogError
 
 
@@ -58,7 +58,7 @@ def test_broken_items_are_skipped_named_and_counted(
     path = tmp_path / "broken.parquet"
     pq.write_table(broken, path)
 
-    with caplog.at_level(logging.WARNING, logger="harvest.catalog.stac_parquet"):
+    with caplog.at_level(logging.WARNING, logger="harvest.backends.stac_parquet.catalog"):
         result = StacParquetCatalog(path, prof).search(request)
     assert {s.item_id for s in result.scenes} == {s.item_id for s in good.scenes} - set(victims)
     assert result.stats.n_invalid == 2

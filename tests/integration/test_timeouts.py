@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harvest.catalog.stac_api import PlanetaryComputerSigner
+from harvest.backends.stac_api.planetary_computer import PlanetaryComputerSigner
 from harvest.errors import ReadError
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
@@ -133,7 +133,7 @@ def test_cli_maps_network_oserrors_to_a_network_hint() -> None:
 
 
 def test_gdal_timeouts_follow_the_timeout_option() -> None:
-    from harvest.read import gdal_env_options, gdal_timeout_options
+    from harvest.backends.gdal.options import gdal_env_options, gdal_timeout_options
 
     assert gdal_timeout_options(None) == {}
     assert gdal_timeout_options(0.3) == {"GDAL_HTTP_TIMEOUT": 1, "GDAL_HTTP_CONNECTTIMEOUT": 1}

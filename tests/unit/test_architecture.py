@@ -73,18 +73,134 @@ def test_only_the_earth_engine_backend_imports_ee() -> None:
         for p in sorted((ROOT / "harvest").rglob("*.py"))
         if "ee" in _imported_roots(p)
     }
-    assert importers == {"harvest/catalog/earthengine.py"}
+    assert importers == {"harvest/backends/earthengine/session.py"}
+
+
+# --- stages and backends ----------------------------------------------------------------------
+# Stages (and the CLI) reach backends through the protocols and the registry only; backends never
+# reach back into a stage; provider client libraries stay inside their backend package.
+BACKENDS = ROOT / "harvest" / "backends"
+BACKEND_INTERFACE = {"harvest.backends", "harvest.backends.base", "harvest.backends.registry"}
+CLIENT_LIBRARIES = {"ee", "pystac_client", "duckdb"}
+
+
+def _imported_modules(path: Path, where: Path | None = None) -> set[str]:
+    """Every module an import statement names (``from a import b`` counts ``a`` and ``a.b``).
+
+    Relative imports resolve against the package of ``where`` (default: ``path`` itself).
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = (where or path).relative_to(ROOT).with_suffix("").parts
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[: -node.level]
+                base = ".".join((*parent, node.module) if node.module else parent)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _backend_modules_named(path: Path, where: Path | None = None) -> list[str]:
+    """The backend modules beyond the interface (base, registry) that ``path`` imports."""
+    return sorted(
+        m
+        for m in _imported_modules(path, where)
+        if m.startswith("harvest.backends.") and m.split(".")[2] not in {"base", "registry"}
+    )
+
+
+def _stage_files() -> list[Path]:
+    return sorted((ROOT / "harvest" / "stages").glob("*.py"))
+
+
+def test_the_stage_and_backend_packages_exist() -> None:
+    assert {p.stem for p in _stage_files()} >= {"sample", "search", "fetch", "qa"}
+    families = {p.name for p in BACKENDS.iterdir() if (p / "__init__.py").is_file()}
+    assert families >= {"stac_api", "stac_parquet", "earthengine", "gdal"}
+    assert not (ROOT / "harvest" / "catalog").exists()
+    assert not (ROOT / "harvest" / "read.py").exists()
+
+
+@pytest.mark.parametrize(
+    "path", [*_stage_files(), ROOT / "harvest" / "cli.py"], ids=lambda p: p.name
+)
+def test_stages_and_the_cli_never_import_a_backend_module(path: Path) -> None:
+    assert _backend_modules_named(path) == [], f"{path.relative_to(ROOT)} names a backend"
+
+
+def test_the_backend_import_check_catches_every_spelling(tmp_path: Path) -> None:
+    stage = tmp_path / "stage.py"
+    stage.write_text(
+        "from harvest.backends.base import SceneRef\n"
+        "from harvest.backends.registry import reader_for\n"
+        "from harvest.backends import registry\n"
+        "def f():\n"
+        "    from harvest.backends import stac_api\n"
+        "    import harvest.backends.gdal.reader\n"
+        "    from ..backends.stac_parquet import catalog\n"
+    )
+    # Checked as if the file were a stage module (the relative import resolves from there).
+    found = _backend_modules_named(stage, where=ROOT / "harvest" / "stages" / "example.py")
+    assert found == [
+        "harvest.backends.gdal.reader",
+        "harvest.backends.stac_api",
+        "harvest.backends.stac_parquet",
+        "harvest.backends.stac_parquet.catalog",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(BACKENDS.rglob("*.py")), ids=lambda p: str(p.relative_to(BACKENDS))
+)
+def test_backends_never_import_a_stage(path: Path) -> None:
+    stages = sorted(
+        m
+        for m in _imported_modules(path)
+        if m == "harvest.stages" or m.startswith("harvest.stages.")
+    )
+    assert stages == [], f"{path.relative_to(ROOT)} imports {stages}"
+
+
+def test_a_fetch_worker_loads_no_search_client() -> None:
+    # What a worker does: sign Planetary Computer hrefs, build its GDAL reader, unpickle settings.
+    code = (
+        "import pickle, sys\n"
+        "from harvest.backends.registry import ReaderSettings, reader_for, signer_for\n"
+        "s = ReaderSettings(sign=signer_for('planetary-computer'))\n"
+        "reader_for('/a.tif', pickle.loads(pickle.dumps(s)))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(CLIENT_LIBRARIES)!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert out == "[]", out
+
+
+def test_client_libraries_are_imported_only_inside_their_backend() -> None:
+    importers: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "harvest").rglob("*.py")):
+        for lib in _imported_roots(path) & CLIENT_LIBRARIES:
+            importers.setdefault(lib, set()).add(str(path.relative_to(BACKENDS.parent.parent)))
+    assert importers == {
+        "ee": {"harvest/backends/earthengine/session.py"},
+        "pystac_client": {
+            "harvest/backends/stac_api/catalog.py",
+            "harvest/backends/stac_api/transport.py",
+        },
+        "duckdb": {"harvest/backends/stac_parquet/catalog.py"},
+    }
 
 
 # Reading or writing files in degradation/: the fit stage (harvest/stages/fit.py) reads chips and
 # writes models, degradation/ only computes. pretrained.py is the one exception: it loads the
 # published weights and fitted model folders.
-FILE_CALLS = {
+FILE_FUNCTIONS = {
     "open",
-    "read_text",
-    "write_text",
-    "read_bytes",
-    "write_bytes",
     "np.save",
     "np.savez",
     "np.savez_compressed",
@@ -96,6 +212,7 @@ FILE_CALLS = {
     "json.load",
     "json.dump",
 }
+FILE_METHODS = {"read_text", "write_text", "read_bytes", "write_bytes", "mkdir", "unlink"}
 FILE_MODULES = {"pathlib", "shutil", "tempfile", "rasterio", "pyarrow", "h5py"}
 
 
@@ -114,13 +231,8 @@ def _file_io(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = _dotted(node.func)
-            # Methods (``p.read_text()``) match by their last part, functions by dotted name.
-            if name in FILE_CALLS or name.rsplit(".", 1)[-1] in FILE_CALLS - {"open"} & {
-                "read_text",
-                "write_text",
-                "read_bytes",
-                "write_bytes",
-            }:
+            # Functions match by dotted name, methods (``path.read_text()``) by their last part.
+            if name in FILE_FUNCTIONS or name.rsplit(".", 1)[-1] in FILE_METHODS:
                 found.append(f"{name}() line {node.lineno}")
     return found
 
@@ -134,10 +246,14 @@ def test_degradation_does_no_file_io(path: Path) -> None:
     assert _file_io(path) == [], f"{path.relative_to(ROOT)} does file I/O"
 
 
-def test_the_file_io_check_sees_what_the_fit_stage_does() -> None:
-    # The rule above must catch real I/O: the stage that reads chips and writes models has it.
-    found = _file_io(ROOT / "harvest" / "stages" / "fit.py")
-    assert any("read_text" in f for f in found), found
+def test_the_file_io_check_catches_reads_writes_and_imports(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import shutil\nimport numpy as np\n"
+        "def f(p):\n    np.save(p, 1)\n    return p.read_text(), open(p)\n"
+    )
+    found = _file_io(module)
+    assert found == ["shutil", "np.save() line 4", "p.read_text() line 5", "open() line 5"]
 
 
 def test_the_cli_parses_and_samples_without_torch(tmp_path: Path) -> None:

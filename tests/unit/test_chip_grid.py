@@ -1,11 +1,11 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from affine import Affine
 from pyproj import Transformer
 
-from harvest.config import load_recipe
 from harvest.errors import ConfigError
 from harvest.grid import (
     ChipGrid,
@@ -13,8 +13,11 @@ from harvest.grid import (
     chip_grids,
     chip_grids_many,
     chip_id,
+    group_ratio,
     source_window,
 )
+from harvest.qa import area_resample, block_any, block_mean
+from harvest.recipes import Recipe, load_recipe
 
 RECIPES = ("sen2naip", "sen2venus", "sen12")
 # Places near and far from the central meridian, both hemispheres, a zone edge, high latitude.
@@ -200,3 +203,57 @@ def test_source_window_rejects_bad_input() -> None:
         source_window(_hr_chip(), (0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (10, 10))
     with pytest.raises(ValueError, match="margin"):
         source_window(_hr_chip(), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0), (10, 10), margin_px=-1)
+
+
+def _recipe_with_ratio(lr_gsd_m: float, lr_px: int, hr_gsd_m: float, hr_px: int) -> Recipe:
+    """sen2venus with its groups resized: one LR group and the HR group at the given sizes."""
+    data = load_recipe("sen2venus").model_dump(mode="json")
+    data["lr"]["groups"] = [
+        {**data["lr"]["groups"][0], "gsd_m": lr_gsd_m, "chip_px": lr_px},
+        {**data["lr"]["groups"][1], "gsd_m": 2 * lr_gsd_m, "chip_px": lr_px // 2},
+    ]
+    data["hr"]["groups"][0].update(gsd_m=hr_gsd_m, chip_px=hr_px)
+    return Recipe.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("lr", "hr", "ratio"),
+    [
+        ((10.0, 128), (5.0, 256), Fraction(2)),
+        ((12.5, 64), (5.0, 160), Fraction(5, 2)),  # Sentinel-HR: S2 at 12.5 m over VENuS
+        ((10.0, 120), (2.5, 480), Fraction(4)),
+        ((25.0, 32), (5.0, 160), Fraction(5)),
+        ((30.0, 40), (5.0, 240), Fraction(6)),
+    ],
+)
+def test_rational_ratios_nest_exactly(lr: tuple, hr: tuple, ratio: Fraction) -> None:
+    recipe = _recipe_with_ratio(*lr, *hr)
+    assert group_ratio(recipe.lr.gsd_m, recipe.hr.gsd_m) == ratio
+    for lon, lat in PLACES:
+        chips = chip_grids(lon, lat, recipe)
+        groups = chips.of_role("lr") + chips.of_role("hr")
+        assert len(groups) == 3
+        for grid in groups:
+            # Exactly one footprint: float64 corners agree to the bit, not only to the cm.
+            assert grid.bounds == chips.lr.bounds
+        assert chips.hr.width * ratio.denominator == chips.lr.width * ratio.numerator
+        # q coarse pixels are exactly p fine ones: their edges meet every q coarse pixels.
+        assert ratio.denominator * chips.lr.gsd_m == ratio.numerator * chips.hr.gsd_m
+
+
+def test_non_integer_ratio_is_area_averaged_exactly() -> None:
+    # 5 m pixels onto 12.5 m ones: each coarse pixel is 2.5 x 2.5 fine pixels, weighted by area.
+    rng = np.random.default_rng(0)
+    fine = rng.random((2, 10, 10))
+    coarse = area_resample(fine, Fraction(5, 2))
+    assert coarse.shape == (2, 4, 4)
+    w = np.array([1.0, 1.0, 0.5, 0.0, 0.0])  # the first coarse pixel's column/row weights
+    want = np.einsum("i,j,cij->c", w, w, fine[:, :5, :5]) / 6.25
+    np.testing.assert_allclose(coarse[:, 0, 0], want, rtol=1e-12)
+    # An integer ratio is the block mean itself (SEN2NAIP's numbers unchanged).
+    np.testing.assert_array_equal(area_resample(fine, 2), block_mean(fine, 2))
+    # Area averaging keeps the mean of the chip.
+    assert coarse.mean() == pytest.approx(fine.mean(), rel=1e-12)
+    mask = np.zeros((10, 10), bool)
+    mask[4, 4] = True  # fine pixel 4 (20-25 m) lies in coarse pixel 1 (12.5-25 m)
+    assert np.argwhere(block_any(mask, Fraction(5, 2))).tolist() == [[1, 1]]

@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from harvest.backends.gdal.reader import RasterioReader
 from harvest.errors import AssetReadError, ConfigError, HrefRefusedError
 from harvest.hrefs import (
     LOCAL_POLICY,
@@ -23,7 +24,6 @@ from harvest.hrefs import (
     parse_allowed_host,
     parse_allowed_hosts,
 )
-from harvest.read import RasterioReader
 from harvest.tables import SearchMetadata
 
 DNS = {

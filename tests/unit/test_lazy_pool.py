@@ -1,11 +1,11 @@
-"""harvest.read.LazyThreadPool: the readers' fan-out, started on first use, one per reader."""
+"""harvest.backends.pool.LazyThreadPool: the readers' fan-out, started on first use."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from harvest.read import LazyThreadPool
+from harvest.backends.pool import LazyThreadPool
 
 
 def _thread_name(_: object) -> str:

@@ -14,8 +14,7 @@ from pyproj import Transformer
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from harvest.catalog.base import AssetRef, SceneRef
-from harvest.config import Recipe, load_recipe
+from harvest.backends.base import AssetRef, SceneRef
 from harvest.errors import CatalogError, InputFileError
 from harvest.pairing import (
     COVERAGE_TOLERANCE_M2,
@@ -25,6 +24,7 @@ from harvest.pairing import (
     season_of,
     utm_epsg,
 )
+from harvest.recipes import Recipe, load_recipe
 
 LON, LAT = -100.0, 40.0  # UTM zone 14N
 EPSG = 32614

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from harvest.catalog.base import AssetRef, SceneRef
+from harvest.backends.base import AssetRef, SceneRef
 from harvest.errors import InputFileError
 from harvest.geoio import read_harvest_metadata
 from harvest.pairing import DroppedRoi, DropReason, PairCandidate

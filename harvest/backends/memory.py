@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import shapely
 
-from harvest.catalog.base import SceneRef, SearchRequest, SearchResult, SearchStats, dedupe_scenes
+from harvest.backends.base import SceneRef, SearchRequest, SearchResult, SearchStats, dedupe_scenes
 
 
 def filter_scenes(scenes: Iterable[SceneRef], request: SearchRequest) -> tuple[SceneRef, ...]:
@@ -45,7 +45,7 @@ def filter_scenes(scenes: Iterable[SceneRef], request: SearchRequest) -> tuple[S
 
 
 class MemoryCatalog:
-    """A :class:`~harvest.catalog.base.Catalog` over scenes already in memory (no requests)."""
+    """A :class:`~harvest.backends.base.Catalog` over scenes already in memory (no requests)."""
 
     def __init__(self, scenes: Iterable[SceneRef], provider: str = "memory") -> None:
         self._scenes = dedupe_scenes(scenes)

@@ -1,11 +1,11 @@
 """Provider profiles: one provider's names and rules, mapped onto harvest's vocabulary.
 
-A profile (``configs/providers/NAME.yaml``) says, for each canonical collection
+A profile (``harvest/data/providers/NAME.yaml``) says, for each canonical collection
 (``sentinel-2-l2a``, ``naip``, ``sentinel-1-grd``, ``venus-l2a``), which collection id the provider
 uses, which asset key (or Earth Engine band) holds each canonical band, how stored numbers become
 physical values (scale/offset, including the Sentinel-2 processing-baseline 04.00 offset) and
 where cloud information lives. :func:`parse_item` uses a profile to turn one STAC item into a
-:class:`~harvest.catalog.base.SceneRef`.
+:class:`~harvest.backends.base.SceneRef`.
 
 Scale and offset (``physical = DN * scale + offset``), resolved per asset in this order:
 
@@ -33,12 +33,12 @@ from pydantic import Field, model_validator
 from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 
-from harvest.catalog.base import AssetMap, AssetRef, SceneRef
-from harvest.config import CONFIG_DIR, StrictModel, load_model
+from harvest.backends.base import AssetMap, AssetRef, SceneRef
+from harvest.config import StrictModel, load_model
 from harvest.errors import CatalogError, ConfigError
 
-PROVIDER_DIR = CONFIG_DIR / "providers"
-"""Folder of the shipped provider profiles."""
+PROVIDER_DIR = Path(__file__).resolve().parent.parent / "data" / "providers"
+"""Folder of the shipped provider profiles (package data: a wheel install has them too)."""
 
 CANONICAL_COLLECTIONS = ("sentinel-2-l2a", "naip", "sentinel-1-grd", "venus-l2a")
 """Collection names recipes may use."""
@@ -219,7 +219,7 @@ def known_profiles() -> tuple[str, ...]:
 
 
 def load_profile(name_or_path: str | Path) -> ProviderProfile:
-    """Load a provider profile by name (``configs/providers/NAME.yaml``) or YAML path.
+    """Load a provider profile by name (``harvest/data/providers/NAME.yaml``) or YAML path.
 
     Raises:
         ConfigError: unknown name (the message lists the known ones) or invalid file.
@@ -496,3 +496,15 @@ def parse_item(
         )
     except (TypeError, ValueError) as exc:
         raise CatalogError(f"item {item_id} has an unreadable property: {exc}") from None
+
+
+def cover_property(profile: ProviderProfile, entry: CollectionProfile) -> str | None:
+    """The item property holding a collection's scene cloud cover, as :func:`parse_item` reads it.
+
+    The collection's own ``cloud.cover_property`` first, else the profile's first cloud key;
+    None when neither is set.
+    """
+    if entry.cloud.cover_property:
+        return entry.cloud.cover_property
+    keys = profile.properties.cloud_cover
+    return keys[0] if keys else None

@@ -2,7 +2,7 @@
 
 Planetary Computer publishes its collections as stac-geoparquet; pairing 100,000 ROIs against
 such a snapshot must not cost 100,000 searches. :class:`StacParquetCatalog` answers a whole
-:class:`~harvest.catalog.base.SearchRequest` with **one SQL statement**:
+:class:`~harvest.backends.base.SearchRequest` with **one SQL statement**:
 
 1. the footprints' bounding boxes, cut into cells of a ``cell_deg`` grid, go to DuckDB as an
    Arrow table;
@@ -12,8 +12,8 @@ such a snapshot must not cost 100,000 searches. :class:`StacParquetCatalog` answ
 3. only the matching rows come back, with just the columns the provider profile reads.
 
 The exact test (footprint intersection, inclusive window) then runs in shapely via
-:func:`~harvest.catalog.memory.filter_scenes`, and rows are parsed with the same
-:func:`~harvest.catalog.profiles.parse_item` as the STAC API path, so both paths return the
+:func:`~harvest.backends.memory.filter_scenes`, and rows are parsed with the same
+:func:`~harvest.backends.profiles.parse_item` as the STAC API path, so both paths return the
 same scenes for the same items. Relative asset hrefs (the demo world writes them relative to
 the parquet file's folder) are made absolute against the folder of the file holding the item.
 
@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from harvest.catalog.base import SceneRef, SearchRequest, SearchResult, SearchStats
-from harvest.catalog.memory import filter_scenes
-from harvest.catalog.profiles import CollectionProfile, ProviderProfile, parse_item
-from harvest.catalog.stac_api import HrefSigning, Signer, cover_property
+from harvest.backends.base import SceneRef, SearchRequest, SearchResult, SearchStats, Signer
+from harvest.backends.memory import filter_scenes
+from harvest.backends.profiles import CollectionProfile, ProviderProfile, cover_property, parse_item
+from harvest.backends.signing import HrefSigning
 from harvest.errors import CatalogError
 from harvest.geoio import first_line
 
@@ -148,7 +148,7 @@ def _unusable(item_id: Any, geometry: Any, bad_bbox: bool) -> str:
 
 
 class StacParquetCatalog(HrefSigning):
-    """A :class:`~harvest.catalog.base.Catalog` over stac-geoparquet files, queried with DuckDB.
+    """A :class:`~harvest.backends.base.Catalog` over stac-geoparquet files, queried with DuckDB.
 
     Construction reads only the files' parquet schemas (footers); no network I/O ever.
 

@@ -10,18 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from shapely.geometry import Point, Polygon, box
 
-from harvest.catalog import (
+from harvest.backends.base import (
+    RECORD_COLUMNS,
     AssetMap,
     AssetRef,
     Catalog,
     Footprint,
-    MemoryCatalog,
     SceneRef,
     SearchRequest,
     dedupe_scenes,
-    filter_scenes,
 )
-from harvest.catalog.base import RECORD_COLUMNS
+from harvest.backends.memory import MemoryCatalog, filter_scenes
 from harvest.errors import CatalogError, HarvestError
 
 T0 = datetime(2021, 7, 3, 17, 40, 12, 345678, tzinfo=UTC)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from shapely.geometry import box, shape
 
-from harvest.catalog.profiles import (
+from harvest.backends.profiles import (
+    PROVIDER_DIR,
     ProviderProfile,
     baseline_at_least,
     known_profiles,
@@ -17,7 +18,6 @@ from harvest.catalog.profiles import (
     normalize_baseline,
     parse_item,
 )
-from harvest.config import CONFIG_DIR
 from harvest.errors import CatalogError, ConfigError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "stac-items"
@@ -105,7 +105,7 @@ def test_unknown_collection_and_provider_errors(pc: ProviderProfile) -> None:
 
 
 def test_profile_validation(tmp_path: Path) -> None:
-    text = (CONFIG_DIR / "providers" / "earth-search.yaml").read_text()
+    text = (PROVIDER_DIR / "earth-search.yaml").read_text()
     no_url = tmp_path / "no-url.yaml"
     no_url.write_text(text.replace("stac_api_url: https://earth-search.aws.element84.com/v1", ""))
     with pytest.raises(ConfigError, match="needs stac_api_url"):

@@ -1,4 +1,4 @@
-"""Provider-neutral scene metadata and the catalog search interface.
+"""The backend protocols and the values that cross them, in one provider-neutral vocabulary.
 
 Every backend (STAC API, stac-geoparquet snapshot, Earth Engine, the demo world) turns its own
 items into :class:`SceneRef` objects in one vocabulary (canonical collection and band names,
@@ -10,21 +10,39 @@ know which provider a scene came from. A ``SceneRef`` flattens to a plain row
 The :class:`Catalog` protocol is the one interface the search stage calls. A search takes a
 frozen :class:`SearchRequest` (many footprints at once: backends batch them into few requests) and
 returns a :class:`SearchResult` whose :class:`SearchStats` say how many requests it cost.
+
+The :class:`Reader` protocol is the one interface the fetch stage reads pixels through: bands of
+one scene onto one chip grid, as a :class:`ChipRead` of float32 reflectance. Which catalog a
+``--catalog`` value names and which reader an href needs is decided by
+:mod:`harvest.backends.registry`; stages import only this module and the registry.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from harvest.errors import CatalogError
+from harvest.errors import CatalogError, ReadError
+
+if TYPE_CHECKING:
+    from harvest.grid import ChipGrid
+
+Signer = Callable[[str], str]
+"""A function from an unsigned href to a signed one (e.g. Planetary Computer's SAS signing),
+applied right before a read: tables keep unsigned hrefs."""
+
+ResamplingName = Literal["nearest", "average", "bilinear", "cubic"]
+"""How a reader brings a source onto a chip grid (``average``: exact area average)."""
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "item_id",
@@ -472,4 +490,96 @@ class Catalog(Protocol):
         Raises:
             CatalogError: the catalog cannot answer (bad answer, unknown collection, ...).
         """
+        ...
+
+
+# --- pixel reads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChipRead:
+    """Bands of one scene on one chip grid.
+
+    Attributes:
+        data: ``[C, H, W]`` float32 physical values (reflectance), NaN where there is no data.
+        invalid: ``[H, W]`` True where any band has no data.
+        grid: The chip grid the values lie on.
+        bands: Band names, in ``data`` order.
+        seconds: Wall time of the read.
+    """
+
+    data: npt.NDArray[np.float32]
+    invalid: npt.NDArray[np.bool_]
+    grid: ChipGrid
+    bands: tuple[str, ...]
+    seconds: float = 0.0
+
+
+def band_refs(assets: Mapping[str, AssetRef], bands: Sequence[str]) -> list[AssetRef]:
+    """The assets of ``bands``, in order.
+
+    Raises:
+        ReadError: a band the scene has no asset for (the message lists those it has).
+    """
+    refs = []
+    for band in bands:
+        if band not in assets:
+            have = ", ".join(assets) or "none"
+            raise ReadError(f"the scene has no asset for band {band} (it has {have})")
+        refs.append(assets[band])
+    return refs
+
+
+def physical_chip(
+    data: npt.NDArray[np.float32],
+    refs: Sequence[AssetRef],
+    grid: ChipGrid,
+    bands: Sequence[str],
+    started: float,
+) -> ChipRead:
+    """The :class:`ChipRead` of stored values ``data`` [C, H, W].
+
+    Each band's scale and offset is applied in place; ``seconds`` is the time since
+    ``started`` (a ``time.perf_counter`` reading).
+    """
+    for i, ref in enumerate(refs):
+        if ref.scale != 1.0 or ref.offset != 0.0:
+            data[i] = data[i] * np.float32(ref.scale) + np.float32(ref.offset)
+    invalid = np.asarray(~np.isfinite(data).all(axis=0), dtype=bool)
+    return ChipRead(
+        data=data,
+        invalid=invalid,
+        grid=grid,
+        bands=tuple(bands),
+        seconds=time.perf_counter() - started,
+    )
+
+
+class Reader(Protocol):
+    """Reads bands of one scene onto a chip grid."""
+
+    def read(
+        self,
+        assets: Mapping[str, AssetRef],
+        bands: Sequence[str],
+        grid: ChipGrid,
+        resampling: ResamplingName = "nearest",
+    ) -> ChipRead:
+        """Physical values of ``bands`` (looked up in ``assets``) on ``grid``.
+
+        Raises:
+            AssetReadError: a file is missing, corrupt or truncated (the message names it).
+            ReadError: a transient error outlived the retries.
+        """
+        ...
+
+    def read_raw(self, asset: AssetRef, grid: ChipGrid) -> npt.NDArray[np.float32]:
+        """Stored values of a category band (e.g. SCL) on ``grid``, nearest neighbour, no scale.
+
+        Nodata comes back as NaN.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the reader holds (open files, threads); a later read starts afresh."""
         ...
