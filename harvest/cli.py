@@ -247,7 +247,7 @@ _Timeout = Annotated[
 @app.command()
 def search(
     rois: Annotated[Path, typer.Argument(help="ROI table (GeoParquet from 'harvest sample').")],
-    recipe: Annotated[str, typer.Option(help="Recipe name (configs/recipes) or YAML path.")],
+    recipe: Annotated[str, typer.Option(help="Recipe: sen2naip, sen2venus, sen12 or a YAML path.")],
     catalog: Annotated[
         str,
         typer.Option(
@@ -378,7 +378,7 @@ _QaMethod = Annotated[str, typer.Option("--shift-method", help="Shift estimator:
 @app.command()
 def fetch(
     pairs: Annotated[Path, typer.Argument(help="Pairs table (from 'harvest search').")],
-    recipe: Annotated[str, typer.Option(help="Recipe name (configs/recipes) or YAML path.")],
+    recipe: Annotated[str, typer.Option(help="Recipe: sen2naip, sen2venus, sen12 or a YAML path.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to write.")],
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes of a local Dask cluster (1: no Dask).")

@@ -1,6 +1,8 @@
-"""Dataset writers: the SEN2NAIP cross-sensor layout, the manifest, atomic writes, the split.
+"""Dataset files: chip folders, status files, the manifest, atomic writes, the split.
 
-Layout of a fetch output folder ``OUT``::
+The layouts themselves are :mod:`harvest.writers`' (SEN2NAIP's, below, and the generic one of
+:mod:`harvest.writers.generic`, whose kept chips live in ``OUT/kept/``). Layout of a SEN2NAIP
+fetch output folder ``OUT``::
 
     OUT/cross-sensor/ROI_xxxxx/LR.tif         4 x 121 x 121, float32 reflectance, NaN = nodata
     OUT/cross-sensor/ROI_xxxxx/HR.tif         4 x 484 x 484, float32 reflectance, NaN = nodata
@@ -8,7 +10,7 @@ Layout of a fetch output folder ``OUT``::
     OUT/cross-sensor/ROI_xxxxx/metadata.json  Table 1 of the SEN2NAIP paper + harvest fields
     OUT/rejected/ROI_xxxxx/...                the same files for chips QA rejected
     OUT/manifest.parquet                      GeoParquet, one row per chip (any status)
-    OUT/.harvest/status/ROI_xxxxx.json        per-chip status: the resume points
+    OUT/.harvest/status/ROI_xxxxx.json        per-chip record (harvest.records): the resume points
     OUT/.harvest/run.json                     recipe name, config hash and recipe of the folder
 
 Storage choice: reflectance is stored as float32 (ZSTD level 1, floating-point predictor), not
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -57,6 +60,8 @@ from harvest.errors import StoreError
 from harvest.grid import ChipGrid
 from harvest.ids import check_id, ensure_inside, is_inside
 from harvest.records import ChipRecord
+
+logger = logging.getLogger(__name__)
 
 CROSS_SENSOR_DIR = "cross-sensor"
 KEPT_DIR = "kept"
@@ -248,8 +253,7 @@ def write_chip(
     other = chip_folder(out_dir, roi_id, not kept, kept_dir=kept_dir)
     with atomic_folder(final, root=out_dir) as tmp:
         sums = {
-            r.name: write_cog(tmp / r.name, r.data, r.grid, r.band_names, r.nodata)
-            for r in rasters
+            r.name: write_cog(tmp / r.name, r.data, r.grid, r.band_names, r.nodata) for r in rasters
         }
         meta_bytes = json_bytes(dict(metadata))
         write_file(tmp / META_FILE, meta_bytes)
@@ -400,14 +404,20 @@ def write_record(out_dir: Path, record: ChipRecord) -> None:
     write_status(out_dir, record.roi_id, record.to_json())
 
 
-def load_record(out_dir: Path, roi_id: str) -> ChipRecord | None:
-    """One chip's record, or None when there is none (or it is unreadable: redone).
+def _record(roi_id: str, loaded: Mapping[str, Any]) -> ChipRecord | None:
+    try:
+        return ChipRecord.from_json(loaded, f"status of {roi_id}")
+    except StoreError as exc:
+        # A status harvest cannot read (another version's status or reason): like an
+        # unreadable file, the chip is done again.
+        logger.warning("%s; the chip is fetched again", exc)
+        return None
 
-    Raises:
-        StoreError: the status file holds a status or reason harvest does not write.
-    """
+
+def load_record(out_dir: Path, roi_id: str) -> ChipRecord | None:
+    """One chip's record, or None when there is none (or it is unreadable: redone)."""
     loaded = load_status(out_dir, roi_id)
-    return None if loaded is None else ChipRecord.from_json(loaded, f"status of {roi_id}")
+    return None if loaded is None else _record(roi_id, loaded)
 
 
 def load_records(out_dir: Path) -> dict[str, ChipRecord]:
@@ -415,12 +425,9 @@ def load_records(out_dir: Path) -> dict[str, ChipRecord]:
 
     Raises:
         UnsafeIdError: a status file's name is not a safe id (not a file harvest wrote).
-        StoreError: a status file holds a status or reason harvest does not write.
     """
-    return {
-        roi_id: ChipRecord.from_json(st, f"status of {roi_id}")
-        for roi_id, st in load_statuses(out_dir).items()
-    }
+    records = {roi_id: _record(roi_id, st) for roi_id, st in load_statuses(out_dir).items()}
+    return {roi_id: rec for roi_id, rec in records.items() if rec is not None}
 
 
 def clean_temporaries(out_dir: Path) -> int:

@@ -47,8 +47,8 @@ def demo_pairs(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     Two chips per clean Sentinel-2 scene (four scenes), written by the fetch stage exactly as
     ``harvest fetch`` writes them (LR not shift-corrected; shifts in metadata.json).
     """
-    from harvest.recipes import load_recipe
     from harvest.demo.pairs import truth_pair_rows
+    from harvest.recipes import load_recipe
     from harvest.stages.fetch import run as run_fetch
 
     recipe = load_recipe("sen2naip")
@@ -66,8 +66,9 @@ FAULTS_DIR = REPO_ROOT / "tests" / "fixtures" / "faults"
 def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """``disk_full_after(n)``: a full disk after ``n`` more files, in this process.
 
-    harvest's guarded writes (:mod:`harvest.diskio`) let ``n`` files through, then fail like a
-    full disk: ``write()`` raises ENOSPC naming no file.
+    harvest's guarded writes (:mod:`harvest.diskio`: chip files, status files, the run file)
+    let ``n`` files through, then fail like a full disk: ``write()`` raises ENOSPC naming no
+    file.
     """
     import importlib.util
 

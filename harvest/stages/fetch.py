@@ -1,10 +1,13 @@
 """The fetch stage: pairs -> read LR + HR on the nested chip grid -> QA -> chip folders.
 
-One task per chip (:func:`process_chip`): read the LR bands (and SCL) on the LR grid and the HR
-bands area-averaged to the HR grid, bring HR to the LR grid (area average, factor 4 for
-SEN2NAIP), run :func:`harvest.qa.evaluate_chip` (blank detection on the full-resolution HR),
-optionally move the LR by the estimated shift (bicubic), write the chip folder
-(:mod:`harvest.store`) and then its status file. Tasks run in this process (``workers=1``), on a
+One task per chip (:func:`process_chip`): read every band group of the recipe's LR and HR
+sensors on its nested grid (with the sensor's resampling: the LR bands on their own pixels, the
+HR ones area-averaged) and the SCL if the recipe has one, check the chip as the recipe says
+(:func:`harvest.qa.evaluate_groups`: HR brought to the LR grid by area average, for SEN2NAIP a
+factor 4; blank detection on the full-resolution HR), optionally move the LR groups by the
+estimated shift (bicubic), write the chip folder with the recipe's writer
+(:mod:`harvest.writers`) and then its :class:`~harvest.records.ChipRecord` as its status file.
+Tasks run in this process (``workers=1``), on a
 Dask ``LocalCluster`` of worker processes (``workers=N``) or on an existing cluster
 (``scheduler=ADDR``; workers must see ``out_dir`` on a shared file system). Chips run in scene
 order; on a cluster each worker gets a contiguous share of them in tasks of a few chips of one

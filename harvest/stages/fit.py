@@ -52,13 +52,12 @@ from degradation.harmonize.unet import SmallUNet
 from degradation.harmonize.vae import HistogramVAE
 from degradation.pretrained import CARD_FORMAT, CARD_NAME, CARD_VERSION, load_model_folder
 from harvest import __version__
-from harvest.diskio import write_file
+from harvest.diskio import atomic_write_bytes, write_file
 from harvest.errors import DegradeError
 from harvest.lock import folder_lock, sibling_lock_path
 from harvest.metrics import mae, pbias, pearson, pearson_joint, rmse, sam
 from harvest.progress import NO_PROGRESS, Progress
 from harvest.stages._degradation import parse_list, read_json, read_raster, write_npz
-from harvest.diskio import atomic_write_bytes
 from harvest.store import atomic_folder
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from harvest.grid import ChipGridArray
     from harvest.recipes import Recipe
 
+
 def parse_day(text: str | None, option: str) -> date | None:
     """A ``YYYY-MM-DD`` option value as a date (None stays None).
 

@@ -15,8 +15,8 @@ import pytest
 
 from harvest import __version__
 from harvest.config import config_hash
-from harvest.recipes import load_recipe
 from harvest.demo.pairs import truth_pair_rows
+from harvest.recipes import load_recipe
 from harvest.tables import SearchMetadata, write_pairs
 
 HARVEST = str(Path(sys.executable).parent / "harvest")

@@ -200,7 +200,8 @@ def test_a_full_disk_stops_fetch_with_one_line_and_the_rerun_resumes(
     ids = write_pairs_file(
         tmp_path / "pairs.parquet", demo_rows(demo_world, [(0.0, 0.0)]), demo_world
     )
-    full = {"PYTHONPATH": str(FAULTS_DIR), "HARVEST_TEST_ENOSPC_AFTER": "8"}  # two chips fit
+    # run.json, then two chips of 4 files and a status file each fit: 1 + 2 x 5 writes.
+    full = {"PYTHONPATH": str(FAULTS_DIR), "HARVEST_TEST_ENOSPC_AFTER": "11"}
     r = harvest(*FETCH, cwd=tmp_path, env=full)
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -244,5 +245,6 @@ def test_failed_chips_are_summed_up_once_per_kind_and_listed_with_v(
     v = harvest("-v", *FETCH, cwd=tmp_path)
     assert v.returncode == 0, v.stderr
     for row in (rows[1], rows[3]):
-        assert re.search(rf"DEBUG harvest\.stages\.fetch: chip {row.roi_id} failed: .*gone", v.stderr)
+        pattern = rf"DEBUG harvest\.stages\.fetch: chip {row.roi_id} failed: .*gone"
+        assert re.search(pattern, v.stderr)
     assert "warning: 2 chips failed" in v.stderr

@@ -225,3 +225,24 @@ def test_sen2venus_shift_is_measured_between_corresponding_bands(
         assert abs(qa["shift_dy_px"] + north_m / 10.0) <= 0.1, (pt.site_id, qa, north_m)
         checked += 1
     assert checked >= 4
+
+
+def test_harvest_qa_finds_the_recipe_of_older_and_broken_run_files(
+    venus: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    from harvest.errors import StoreError
+
+    out = tmp_path / "copy"
+    shutil.copytree(venus["out"], out)
+    run_file = out / ".harvest" / "run.json"
+    run_info = json.loads(run_file.read_text())
+    assert run_info["recipe_spec"] == venus["recipe"].model_dump(mode="json")
+    # A folder fetched before run.json held the recipe: the shipped recipe of that name.
+    run_file.write_text(json.dumps({k: run_info[k] for k in ("recipe", "config_hash")}))
+    assert run_qa(out).n_kept == venus["summary"].n_kept
+    run_file.write_text(json.dumps({**run_info, "recipe_spec": {"name": "x"}}))
+    with pytest.raises(StoreError, match="names no recipe this harvest can read") as err:
+        run_qa(out)
+    assert "\n" not in str(err.value)

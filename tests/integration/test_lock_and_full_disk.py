@@ -19,14 +19,14 @@ import pytest
 import rasterio
 from affine import Affine
 
-from harvest.recipes import load_recipe
 from harvest.demo.pairs import truth_pair_rows
+from harvest.diskio import is_temporary
 from harvest.errors import DiskWriteError, FolderLockedError
 from harvest.lock import dataset_lock_path
+from harvest.recipes import load_recipe
 from harvest.stages.fetch import FetchJob
 from harvest.stages.fetch import run as run_fetch
 from harvest.stages.qa import run as run_qa
-from harvest.diskio import is_temporary
 from harvest.store import sha256_file
 
 RECIPE = load_recipe("sen2naip")
@@ -39,6 +39,9 @@ with folder_lock(sys.argv[1], dataset_lock_path(sys.argv[1])):
     sys.stdin.read()
 """
 FILES_PER_CHIP = 4  # LR.tif, HR.tif, SCL.tif, metadata.json
+# Every guarded write counts: the run file first, then each chip's files and its status file.
+RUN_FILES = 1
+WRITES_PER_CHIP = FILES_PER_CHIP + 1
 
 
 def demo_jobs(world: Path) -> list[FetchJob]:
@@ -92,7 +95,7 @@ def test_a_full_disk_stops_fetch_at_once_and_the_next_run_resumes(
 ) -> None:
     jobs = demo_jobs(demo_world)
     out = tmp_path / "ds"
-    disk_full_after(3 * FILES_PER_CHIP)  # three chips fit, the fourth's LR.tif does not
+    disk_full_after(RUN_FILES + 3 * WRITES_PER_CHIP)  # three chips fit, the fourth's LR.tif not
     with pytest.raises(DiskWriteError) as caught:
         run_fetch(jobs, RECIPE, out)
     message = str(caught.value)
@@ -124,7 +127,7 @@ def test_a_full_disk_on_a_dask_worker_stops_the_run(
     out = tmp_path / "ds"
     # Worker processes start with this environment: each lets one chip through, then is full.
     monkeypatch.setenv("PYTHONPATH", str(FAULTS_DIR))
-    monkeypatch.setenv("HARVEST_TEST_ENOSPC_AFTER", str(FILES_PER_CHIP))
+    monkeypatch.setenv("HARVEST_TEST_ENOSPC_AFTER", str(WRITES_PER_CHIP))
     with pytest.raises(DiskWriteError, match=f"cannot write {out}.*No space left on device"):
         run_fetch(jobs, RECIPE, out, workers=2)
     done = statuses(out)

@@ -44,9 +44,7 @@ def _stage_calls(fn: Callable[..., Any]) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.module == "harvest.stages":
             for alias in node.names:
                 aliases[alias.asname or alias.name] = alias.name
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-            "harvest.stages."
-        ):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harvest.stages."):
             for alias in node.names:
                 if alias.name == "run":
                     aliases[alias.asname or "run"] = f"{node.module}:run"
