@@ -649,8 +649,6 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 def _warm_worker() -> None:
     """The imports a chip makes on first use, made before the first chip is timed."""
-    import zstandard  # noqa: F401  (harvest.cog imports it on a chip's first write)
-
     import harvest.qa  # noqa: F401  (scipy, OpenCV)
 
     warm_readers()  # rasterio, GDAL

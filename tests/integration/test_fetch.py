@@ -115,7 +115,7 @@ def test_lr_and_hr_describe_one_footprint_and_round_trip(fetched: dict[str, Any]
         for a, b in zip(lr_ds.bounds, hr_ds.bounds, strict=True):
             assert abs(a - b) < 0.01
         assert lr_ds.transform.c % 10 == 0 and lr_ds.transform.f % 10 == 0  # S2 pixel edges
-        for ds in (lr_ds, hr_ds):  # GDAL sees the layout harvest.cog writes as a COG
+        for ds in (lr_ds, hr_ds):  # GDAL sees the chip files as COGs
             structure = ds.tags(ns="IMAGE_STRUCTURE")
             assert (structure["LAYOUT"], structure["COMPRESSION"]) == ("COG", "ZSTD")
             assert np.isnan(ds.nodata) and ds.dtypes[0] == "float32"
