@@ -30,6 +30,8 @@ from typing import Any
 
 import pystac
 
+from harvest.diskio import replacing
+
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 EXT_EO = "https://stac-extensions.github.io/eo/v1.0.0/schema.json"
@@ -296,9 +298,8 @@ def write_geoparquet(world_dir: Path, out_dir: Path) -> dict[str, Path]:
     for cid, dicts in sorted(by_coll.items()):
         table = sga.parse_stac_items_to_arrow(dicts)
         path = out_dir / f"{cid}.parquet"
-        tmp = out_dir / f".{cid}.parquet.tmp"
-        sga.to_parquet(table, tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            sga.to_parquet(table, tmp)
         written[cid] = path
     return written
 

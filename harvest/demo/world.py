@@ -71,6 +71,7 @@ from harvest.demo.truth import (
     dump_truth,
     load_truth,
 )
+from harvest.diskio import temp_name
 from harvest.errors import DemoWorldError
 from harvest.progress import ProgressBar
 
@@ -1348,15 +1349,13 @@ def run_demo_world(
         ) from exc
     if not os.access(parent, os.W_OK):
         raise DemoWorldError(f"{parent} is not writable: choose another OUT_DIR")
-    tmp = parent / f".{out.name}-building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_name(out)  # harvest's one temporary-name scheme (harvest.diskio)
     try:
         build_world(spec, tmp, progress=progress, workers=workers)
         (tmp / MARKER).write_text(json.dumps(_marker(spec), indent=2) + "\n", encoding="utf-8")
         old = None
         if out.exists():
-            old = parent / f".{out.name}-old-{os.getpid()}"
+            old = temp_name(out)
             os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
