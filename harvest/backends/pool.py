@@ -1,4 +1,4 @@
-"""A lazily started thread pool: what both readers fan their requests out with."""
+"""What both readers share: a lazily started thread pool, and pickling by dataclass fields."""
 
 from __future__ import annotations
 
@@ -39,3 +39,19 @@ class LazyThreadPool:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+
+
+class PicklesFields:
+    """Mixin for a dataclass reader: pickles its fields only, rebuilds the rest on arrival.
+
+    A reader goes to Dask workers by pickle; its pool, locks, caches and open handles stay in
+    the process that made them and ``__post_init__`` makes fresh ones in the receiving process.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        fields = getattr(self, "__dataclass_fields__", {})
+        return {k: getattr(self, k) for k in fields}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ from harvest.backends.earthengine.session import (
     import_ee,
     initialise_earth_engine,
 )
-from harvest.backends.pool import LazyThreadPool
+from harvest.backends.pool import LazyThreadPool, PicklesFields
 from harvest.errors import AssetReadError, CatalogError, ReadError
 from harvest.grid import ChipGrid
 
@@ -228,7 +228,7 @@ class _PixelsTooLargeError(Exception):
 
 
 @dataclass
-class EarthEngineReader:
+class EarthEngineReader(PicklesFields):
     """A :class:`~harvest.backends.base.Reader` of ``ee://COLLECTION/INDEX#BAND`` assets.
 
     Each image of a read becomes one expression,
@@ -297,14 +297,6 @@ class EarthEngineReader:
         self._stats_lock = threading.Lock()
         self.n_requests = 0
         self.n_splits = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The pool and locks stay in the process that made them.
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__post_init__()
 
     def close(self) -> None:
         """Stop the request pool."""

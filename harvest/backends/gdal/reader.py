@@ -65,7 +65,7 @@ from harvest.backends.base import (
 from harvest.backends.gdal.area_average import AxisPlan, area_average_raw, axis_plan
 from harvest.backends.gdal.options import gdal_env_options
 from harvest.backends.gdal.retry import ReadRetryPolicy, with_retries
-from harvest.backends.pool import LazyThreadPool
+from harvest.backends.pool import LazyThreadPool, PicklesFields
 from harvest.errors import AssetReadError
 from harvest.grid import ChipGrid
 
@@ -114,7 +114,7 @@ class _DatasetCache:
 
 
 @dataclass
-class RasterioReader:
+class RasterioReader(PicklesFields):
     """The rasterio reader (see the module docstring).
 
     Args:
@@ -152,14 +152,6 @@ class RasterioReader:
     def __post_init__(self) -> None:
         self._cache = _DatasetCache(self.cache_size)
         self._pool = LazyThreadPool(self.threads, "harvest-read")
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Open handles and the pool stay in the process that made them.
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__post_init__()
 
     def close(self) -> None:
         """Close the datasets this thread holds and stop the read pool."""
