@@ -17,7 +17,7 @@ from harvest import __version__
 from harvest.config import config_hash
 from harvest.demo.pairs import truth_pair_rows
 from harvest.recipes import load_recipe
-from harvest.tables import SearchMetadata, write_pairs
+from harvest.tables import PairRow, SearchMetadata, write_pairs
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
 RECIPE = load_recipe("sen2naip")
@@ -31,7 +31,11 @@ def harvest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def write_demo_pairs(world: Path, path: Path, offsets_m: list[tuple[float, float]]) -> list[str]:
     """A pairs.parquet with one row per (sen2naip truth pair, offset in its chip-safe area)."""
-    rows = truth_pair_rows(world, RECIPE, offsets_m)
+    return write_pairs_file(path, truth_pair_rows(world, RECIPE, offsets_m), world)
+
+
+def write_pairs_file(path: Path, rows: list[PairRow], world: Path) -> list[str]:
+    """A sen2naip pairs.parquet of ``rows``, as a search of the demo world ``world`` writes it."""
     meta = SearchMetadata(
         recipe=RECIPE.name,
         recipe_hash=config_hash(RECIPE),

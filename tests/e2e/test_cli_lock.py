@@ -13,15 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
+from test_cli_fetch import write_pairs_file
 
-from harvest import __version__
 from harvest.backends.base import AssetMap
-from harvest.config import config_hash
 from harvest.demo.pairs import truth_pair_rows
 from harvest.diskio import is_temporary
 from harvest.lock import EXIT_LOCKED, LockHolder, dataset_lock_path, sibling_lock_path
 from harvest.recipes import load_recipe
-from harvest.tables import PairRow, SearchMetadata, write_pairs
+from harvest.tables import PairRow
 
 HARVEST = str(Path(sys.executable).parent / "harvest")
 RECIPE = load_recipe("sen2naip")
@@ -48,23 +47,6 @@ def harvest(
         check=False,
         env=None if env is None else {**os.environ, **env},
     )
-
-
-def write_pairs_file(path: Path, rows: list[PairRow], world: Path) -> list[str]:
-    meta = SearchMetadata(
-        recipe=RECIPE.name,
-        recipe_hash=config_hash(RECIPE),
-        catalog=str(world),
-        provider="demo",
-        start="2011-01-01",
-        end="2024-12-31",
-        n_requests=0,
-        n_rois=len(rows),
-        all_candidates=False,
-        harvest_version=__version__,
-    )
-    write_pairs(path, rows, [], meta)
-    return [r.roi_id for r in rows]
 
 
 def demo_rows(world: Path, offsets_m: list[tuple[float, float]]) -> list[PairRow]:
