@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_degradation.py
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_fetch.py
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_cluster.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -563,5 +563,157 @@ def degrade(
     typer.echo(summary.line())
 
 
+# --- embed and prune ---------------------------------------------------------------------------
+
+_Model = Annotated[
+    str | None,
+    typer.Option(
+        help="open_clip architecture (default ViT-B-32), a model-config JSON file, or "
+        "hf-hub:ORG/REPO."
+    ),
+]
+_Pretrained = Annotated[
+    str | None,
+    typer.Option(
+        help="open_clip pretrained tag, read from the local Hugging Face cache "
+        "(default laion2b_s34b_b79k)."
+    ),
+]
+_Checkpoint = Annotated[
+    Path | None,
+    typer.Option(help="Local state dict for --model (RemoteCLIP, GeoRSCLIP...)."),
+]
+_Image = Annotated[str, typer.Option("--image", help="Which image of each chip: hr or lr.")]
+_Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+_Precision = Annotated[
+    str,
+    typer.Option(help="auto (fastest path that matches fp32), fp32, bf16, int8, ..."),
+]
+_BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+_Download = Annotated[
+    bool,
+    typer.Option(
+        help="Allow downloading missing weights from the Hugging Face Hub (never when "
+        "HF_HUB_OFFLINE is set)."
+    ),
+]
+
+
+def _weights_spec(
+    model: str | None, pretrained: str | None, checkpoint: Path | None, download: bool
+) -> object | None:
+    """The weights spec of the options (None when none is given: the recorded one is used)."""
+    if pretrained is not None and checkpoint is not None:
+        raise typer.BadParameter(
+            "give --pretrained TAG or --checkpoint PATH, not both", param_hint="--checkpoint"
+        )
+    if model is None and pretrained is None and checkpoint is None:
+        return None
+    import os
+
+    from harvest.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, WeightsSpec
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return WeightsSpec(
+        model=model or DEFAULT_MODEL,
+        pretrained=None if checkpoint is not None else (pretrained or DEFAULT_PRETRAINED),
+        checkpoint=checkpoint,
+        allow_download=download and not offline,
+    )
+
+
+@app.command()
+def embed(
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder written by fetch or degrade, or of GeoTIFFs.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings GeoParquet.")],
+    model: _Model = None,
+    pretrained: _Pretrained = None,
+    checkpoint: _Checkpoint = None,
+    image: _Image = "hr",
+    device: _Device = "cpu",
+    precision: _Precision = "auto",
+    batch_size: _BatchSize = 32,
+    download: _Download = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """CLIP image embeddings of a dataset's images (resumable: done images are skipped)."""
+    from harvest.progress import Progress
+    from harvest.stages import embed as stage
+
+    summary = stage.run(
+        dataset,
+        output,
+        weights=_weights_spec(model, pretrained, checkpoint, download),  # type: ignore[arg-type]
+        image_role=image,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        progress=Progress(progress),
+    )
+    if summary.result.path_note:
+        typer.echo(summary.result.path_note, err=True)
+    typer.echo(summary.line())
+
+
+@app.command()
+def prune(
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder written by fetch or degrade, or of GeoTIFFs.")
+    ],
+    clusters: Annotated[int, typer.Option(help="Number of clusters (SEN2NAIP: 18000).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Selection GeoParquet.")],
+    seed: Annotated[int, typer.Option(help="Seed of the k-means and of the choice.")] = 0,
+    strategy: Annotated[
+        str, typer.Option(help="random (the paper) or nearest (closest to the centroid).")
+    ] = "random",
+    kmeans: Annotated[
+        str,
+        typer.Option(
+            help="k-means: lloyd (full batch, default), minibatch (scikit-learn "
+            "MiniBatchKMeans, as the paper) or faiss (needs faiss-cpu)."
+        ),
+    ] = "lloyd",
+    grow: Annotated[int, typer.Option(min=0, help="Add K clusters fitted on the new images.")] = 0,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Embeddings table (default: embeddings.parquet beside -o)."),
+    ] = None,
+    model: _Model = None,
+    pretrained: _Pretrained = None,
+    checkpoint: _Checkpoint = None,
+    image: _Image = "hr",
+    device: _Device = "cpu",
+    precision: _Precision = "auto",
+    batch_size: _BatchSize = 32,
+    download: _Download = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Keep one image per CLIP cluster (embeds first what is not embedded); incremental."""
+    from harvest.progress import Progress
+    from harvest.stages import prune as stage
+
+    summary = stage.run(
+        dataset,
+        output,
+        clusters=clusters,
+        seed=seed,
+        strategy=strategy,
+        kmeans=kmeans,
+        weights=_weights_spec(model, pretrained, checkpoint, download),  # type: ignore[arg-type]
+        embeddings_path=embeddings,
+        grow=grow,
+        image_role=image,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        progress=Progress(progress),
+    )
+    if summary.path_note:
+        typer.echo(summary.path_note, err=True)
+    typer.echo(summary.line())
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

@@ -141,3 +141,15 @@ class Interrupted(BaseException):
     def exit_code(self) -> int:
         """The shell's convention for a process ended by a signal: 128 + its number."""
         return 128 + self.signum
+
+
+class EmbedError(HarvestError, ValueError):
+    """``harvest embed``: bad images, tables or embedder options.
+
+    A dataset without images, an unreadable image, a mismatched table, or an embedder option
+    or input that is invalid (unknown precision, wrong array shape).
+    """
+
+
+class PruneError(HarvestError, ValueError):
+    """``harvest prune``: options that contradict an existing selection, unusable tables."""

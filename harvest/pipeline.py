@@ -192,4 +192,39 @@ def run_demo(
             time.perf_counter() - t0,
         )
     )
+    # Prune: one synthetic HR image per cluster of image embeddings (SEN2NAIP's CLIP step).
+    from harvest.demo.clip import write_demo_clip
+    from harvest.embed import WeightsSpec, resolve_weights
+    from harvest.errors import HarvestError
+    from harvest.stages import prune
+
+    t0 = time.perf_counter()
+    weights = WeightsSpec()
+    try:
+        resolve_weights(weights)
+        which = "ViT-B-32 laion2b_s34b_b79k"
+    except HarvestError:
+        # No trained CLIP in the Hugging Face cache (the offline default): seeded demo weights.
+        demo = write_demo_clip(out_dir / "models", seed=seed)
+        weights = WeightsSpec(model=str(demo.config), checkpoint=demo.checkpoint)
+        which = "demo weights (random init: not CLIP's semantics)"
+    n_images = max(degraded.n_images, 1)
+    pruned = prune.run(
+        synthetic,
+        out_dir / "selection.parquet",
+        clusters=max(1, (n_images + 1) // 2),
+        seed=seed,
+        weights=weights,
+        progress=progress,
+    )
+    stages.append(
+        DemoStage(
+            "embed + prune",
+            pruned.files.selection,
+            f"{pruned.n_selected} of {pruned.n_images} images kept, one per cluster "
+            f"({pruned.n_clusters} clusters; {which}); report {pruned.files.report_md.name}"
+            + (" (reused)" if pruned.n_embedded == 0 and pruned.incremental else ""),
+            time.perf_counter() - t0,
+        )
+    )
     return DemoRunSummary(out_dir=out_dir, stages=tuple(stages))

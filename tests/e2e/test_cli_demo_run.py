@@ -26,7 +26,7 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     res = run_demo(out, demo_world)
     assert res.returncode == 0, res.stderr
     stages = ("demo world", "sample (demo sites)", "sample (CONUS)", "search (sen2naip)", "fetch")
-    stages += ("degrade",)
+    stages += ("degrade", "embed + prune")
     for stage in stages:
         assert stage in res.stdout
     truth = load_truth(demo_world / "truth.json")
@@ -56,9 +56,15 @@ def test_demo_run_runs_every_stage_and_resumes(tmp_path: Path, demo_world: Path)
     assert kept >= 1
     assert len(list((out / "sen2naip-synthetic" / "synthetic").glob("*/*/metadata.json"))) == kept
 
+    # One synthetic image per cluster, with the report and contact sheet beside the selection.
+    selection = gpd.read_parquet(out / "selection.parquet")
+    assert len(selection) == kept
+    assert selection.selected.sum() == selection.cluster[selection.selected].nunique() >= 1
+    assert (out / "selection.report.md").is_file() and (out / "selection.clusters.png").is_file()
+
     # Running again reuses every finished stage and changes nothing.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = run_demo(out, demo_world)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(reused)") == 6
+    assert again.stdout.count("(reused)") == 7
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before

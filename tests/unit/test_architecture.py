@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("ee", "pystac_client", "planetary_computer", "odc", "rasterio", "open_clip")
-PURE_HARVEST = ("sampling", "grid", "pairing", "qa", "metrics", "ids", "hrefs")
+PURE_HARVEST = ("sampling", "grid", "pairing", "qa", "metrics", "ids", "hrefs", "cluster")
 
 
 def _pure_files() -> list[Path]:
