@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/harvest demo run $(DEMO_DIR)
+	$(BIN)/harvest build configs/builds/demo.yaml --set output=$(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check harvest degradation tests bench notebooks

@@ -308,6 +308,42 @@ def search(
     typer.echo(summary.line())
 
 
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="Build config YAML (see configs/builds/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config value: KEY=VALUE, dotted keys for nested values "
+            "(repeatable), e.g. --set output=/data/ds --set n=500.",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
+) -> None:
+    """Run the whole pipeline a config describes; resumes a folder it started."""
+    import os
+
+    from harvest.backends.registry import DEMO_WORLD_ENV, default_ee_project
+    from harvest.progress import Progress
+    from harvest.stages import build as stage
+
+    summary = stage.run(
+        config,
+        overrides=set_ or (),
+        progress=Progress(progress),
+        demo_world_env=os.environ.get(DEMO_WORLD_ENV),
+        ee_project_env=default_ee_project(os.environ),
+    )
+    for step in summary.steps:
+        again = " (done before)" if step.reused else ""
+        typer.echo(f"{step.stage:>14}: {step.result}{again} [{step.seconds:.1f} s]")
+    typer.echo(
+        f"dataset {summary.output} version {summary.version} (config {summary.config_hash}); "
+        f"card {summary.output / 'README.md'}"
+    )
+
+
 @demo_app.command("world")
 def demo_world(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],
@@ -584,6 +620,10 @@ _Checkpoint = Annotated[
     typer.Option(help="Local state dict for --model (RemoteCLIP, GeoRSCLIP...)."),
 ]
 _Image = Annotated[str, typer.Option("--image", help="Which image of each chip: hr or lr.")]
+_Subset = Annotated[
+    str | None,
+    typer.Option(help="Only the images of one layout folder: cross-sensor, kept or synthetic."),
+]
 _Device = Annotated[str, typer.Option(help="cpu or cuda.")]
 _Precision = Annotated[
     str,
@@ -632,6 +672,7 @@ def embed(
     pretrained: _Pretrained = None,
     checkpoint: _Checkpoint = None,
     image: _Image = "hr",
+    subset: _Subset = None,
     device: _Device = "cpu",
     precision: _Precision = "auto",
     batch_size: _BatchSize = 32,
@@ -647,6 +688,7 @@ def embed(
         output,
         weights=_weights_spec(model, pretrained, checkpoint, download),  # type: ignore[arg-type]
         image_role=image,
+        subset=subset,
         device=device,
         precision=precision,
         batch_size=batch_size,
@@ -684,6 +726,7 @@ def prune(
     pretrained: _Pretrained = None,
     checkpoint: _Checkpoint = None,
     image: _Image = "hr",
+    subset: _Subset = None,
     device: _Device = "cpu",
     precision: _Precision = "auto",
     batch_size: _BatchSize = 32,
@@ -705,6 +748,7 @@ def prune(
         embeddings_path=embeddings,
         grow=grow,
         image_role=image,
+        subset=subset,
         device=device,
         precision=precision,
         batch_size=batch_size,

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harvest.errors import ConfigError
 
@@ -75,3 +84,251 @@ def config_hash(model: BaseModel) -> str:
     payload: Any = model.model_dump(mode="json")
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- build configs (`harvest build CONFIG`) ----------------------------------------------------
+
+# Keys that say how to compute, not what to compute: they do not enter the dataset's config hash,
+# so `--set workers=4` on a resumed build is the same dataset.
+COMPUTE_KEYS = ("workers", "scheduler")
+# Products of the sen2naip recipe: the real pairs, and HR degraded into S2-like LR.
+PRODUCTS = ("cross-sensor", "synthetic")
+# `region: demo-world` is the demo world's sites (its region.geojson).
+DEMO_WORLD_REGION = "demo-world"
+# `prune.model: demo` loads seeded random weights of the CLIP architecture (no download).
+DEMO_CLIP_MODEL = "demo"
+
+
+class CatalogConfig(StrictModel):
+    """Where scenes come from (``catalog:``; a plain string is the ``source``).
+
+    Attributes:
+        source: A provider profile (``planetary-computer``, ``earth-search``, ``earth-engine``,
+            ``demo``), a STAC API URL, or a stac-geoparquet file or folder.
+        profile: Provider profile (vocabulary) of a URL or a local snapshot.
+        world: Demo world folder for ``source: demo``: built there when missing (default: inside
+            the output folder, ``OUTPUT/.harvest/demo-world``).
+        timeout_s: Seconds to wait for one answer of a remote catalog.
+        ee_project: Earth Engine project (``earth-engine`` only).
+    """
+
+    source: str
+    profile: str | None = None
+    world: Path | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    ee_project: str | None = None
+
+
+class QaConfig(StrictModel):
+    """QA limits (``qa:``), as ``harvest fetch``'s options."""
+
+    max_shift_px: float = Field(default=1.0, ge=0)
+    max_sam_deg: float = Field(default=2.0, ge=0)
+    max_cloud_pct: float = Field(default=0.0, ge=0, le=100)
+    max_nodata_pct: float = Field(default=0.0, ge=0, le=100)
+    shift_method: Literal["phase", "sift"] = "phase"
+    correct_shift: bool = False
+
+
+class DegradationConfig(StrictModel):
+    """How the synthetic product is made (``degradation:``), as ``harvest degrade``.
+
+    Attributes:
+        model: ``sen2naip`` (the published models) or a folder from ``harvest degradation fit``.
+        methods: Harmonization methods, one LR per method and HR image.
+    """
+
+    model: str = "sen2naip"
+    methods: tuple[Literal["statistical", "deterministic", "variational"], ...] = (
+        "statistical",
+        "deterministic",
+        "variational",
+    )
+
+
+class PruneConfig(StrictModel):
+    """Diversity pruning (``prune:``), as ``harvest prune``; ``prune: null`` keeps every image.
+
+    Attributes:
+        clusters: k of k-means (one image kept per cluster); must not exceed the images.
+        strategy: ``random`` (the paper) or ``nearest`` to the centroid.
+        model: open_clip architecture, model-config JSON, ``hf-hub:ORG/REPO``, or ``demo``
+            (seeded random weights of a small CLIP: runs offline, no semantics).
+        pretrained: open_clip pretrained tag (found in the local Hugging Face cache).
+        checkpoint: Local state dict for ``model`` (instead of ``pretrained``).
+        product: Which images to prune: ``synthetic`` when the build makes it, else
+            ``cross-sensor``.
+    """
+
+    clusters: int = Field(ge=1)
+    strategy: Literal["random", "nearest"] = "random"
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    checkpoint: Path | None = None
+    product: Literal["cross-sensor", "synthetic"] | None = None
+
+
+class BuildConfig(StrictModel):
+    """One dataset build: ``harvest build CONFIG.yaml`` (see ``configs/builds/``).
+
+    Relative paths are relative to the folder ``harvest build`` runs in.
+
+    Attributes:
+        recipe: ``sen2naip``, ``sen2venus``, ``sen12`` or a recipe YAML path.
+        catalog: Where scenes come from (:class:`CatalogConfig`, or its source as a string).
+        region: ``conus``, ``world-land``, ``demo-world`` (the demo world's sites) or a polygon
+            file; ignored when ``rois`` is given.
+        n: How many ROIs to sample.
+        rois: An existing ROI table to use instead of sampling.
+        min_distance_km: Hard-core spacing of the sampled ROIs.
+        start: First acquisition day (default: the recipe's).
+        end: Last acquisition day (default: the recipe's, else today).
+        output: The dataset folder.
+        products: What to write (sen2naip: ``cross-sensor`` and/or ``synthetic``).
+        qa: QA limits.
+        degradation: How ``synthetic`` is made.
+        prune: Diversity pruning, or null.
+        seed: Seed of sampling, splits, degradation and pruning.
+        workers: Local Dask worker processes for fetch (1: no Dask).
+        scheduler: Address of an existing Dask scheduler (instead of ``workers``).
+    """
+
+    recipe: str
+    catalog: CatalogConfig
+    region: str = "conus"
+    n: int | None = Field(default=None, ge=1)
+    rois: Path | None = None
+    min_distance_km: float = Field(default=5.0, gt=0)
+    start: date | None = None
+    end: date | None = None
+    output: Path
+    products: tuple[Literal["cross-sensor", "synthetic"], ...] = ("cross-sensor",)
+    qa: QaConfig = QaConfig()
+    degradation: DegradationConfig = DegradationConfig()
+    prune: PruneConfig | None = None
+    seed: int = 0
+    workers: int = Field(default=1, ge=1)
+    scheduler: str | None = None
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _catalog_shorthand(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildConfig:
+        if self.n is None and self.rois is None:
+            raise ValueError("give n (ROIs to sample) or rois (an existing ROI table)")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if not self.products:
+            raise ValueError("products is empty: list cross-sensor and/or synthetic")
+        if len(set(self.products)) != len(self.products):
+            raise ValueError("products lists an entry twice")
+        if "synthetic" in self.products and self.recipe != "sen2naip":
+            raise ValueError("products: synthetic is made from NAIP chips: use recipe sen2naip")
+        if self.region == DEMO_WORLD_REGION and self.catalog.source != "demo":
+            raise ValueError("region demo-world needs catalog demo")
+        return self
+
+    def prune_product(self) -> str:
+        """The product whose images are pruned."""
+        if self.prune is not None and self.prune.product is not None:
+            return self.prune.product
+        return "synthetic" if "synthetic" in self.products else "cross-sensor"
+
+    def dataset_hash(self) -> str:
+        """Hash of what the dataset is made of (the compute keys left out)."""
+        payload: Any = self.model_dump(mode="json", exclude=set(COMPUTE_KEYS))
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_set(items: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``--set key=value`` overrides: dotted keys, values read as YAML scalars.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    out: list[tuple[list[str], Any]] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise ConfigError(
+                f"--set {item!r}: write KEY=VALUE (dotted keys for nested values, e.g. "
+                "--set prune.clusters=500)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # not YAML: the text itself (validation says if it does not fit)
+        out.append(([p.strip() for p in parts], value))
+    return out
+
+
+def _apply_set(data: dict[str, Any], keys: list[str], value: Any, item: str) -> None:
+    node = data
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = {}
+            node[k] = child
+        elif isinstance(child, str) and k == "catalog":
+            child = {"source": child}
+            node[k] = child
+        if not isinstance(child, dict):
+            where = ".".join(keys[: i + 1])
+            raise ConfigError(f"--set {item}: {where} is not a mapping, so {item} cannot be set")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_build_config(path: Path, overrides: Sequence[str] = ()) -> BuildConfig:
+    """Load a build config, apply ``--set`` overrides, validate, and check the files it names.
+
+    Raises:
+        ConfigError: missing or invalid file, unknown key, wrong type, bad override, or a file
+            the config names that does not exist (one line naming the key or path).
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder: give a build config YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    for (keys, value), item in zip(parse_set(overrides), overrides, strict=True):
+        _apply_set(data, keys, value, item)
+    try:
+        config = BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    _check_files(config, path)
+    return config
+
+
+def _check_files(config: BuildConfig, source: Path) -> None:
+    """Files the config names must exist before anything is written."""
+    from harvest.regions import BUNDLED_REGIONS
+
+    checks: list[tuple[str, Path | None]] = [("rois", config.rois)]
+    if config.rois is None and config.region not in (*BUNDLED_REGIONS, DEMO_WORLD_REGION):
+        checks.append(("region", Path(config.region)))
+    if config.recipe.endswith((".yaml", ".yml")):
+        checks.append(("recipe", Path(config.recipe)))
+    if config.prune is not None:
+        checks.append(("prune.checkpoint", config.prune.checkpoint))
+    for key, p in checks:
+        if p is not None and not p.expanduser().exists():
+            raise ConfigError(
+                f"{source}: {key} names {p}, which does not exist: fix the path (relative "
+                "paths are relative to the folder harvest runs in)"
+            )

@@ -294,6 +294,8 @@ def _resolve(spec: WeightsSpec, cache_dir: Path | None) -> tuple[ResolvedWeights
     quick_gelu = False
     weights: Path | None = None
     label: str
+    if spec.checkpoint is not None:
+        _checkpoint_path(spec)  # a missing file is said before open_clip (and torch) import
 
     if model.startswith("hf-hub:"):
         repo = model[len("hf-hub:") :].strip("/")

@@ -65,14 +65,29 @@ class DatasetImage:
     """``hr``, ``lr`` or ``image`` (a plain GeoTIFF folder)."""
 
 
-def find_images(dataset: str | os.PathLike[str], role: str = "hr") -> list[DatasetImage]:
+# The sub-folders of a dataset layout that hold images (``subset=`` picks one of them).
+SUBSETS = ("cross-sensor", "kept", "synthetic")
+
+
+def find_images(
+    dataset: str | os.PathLike[str], role: str = "hr", subset: str | None = None
+) -> list[DatasetImage]:
     """The images of ``dataset`` for ``role`` (see the module docstring), sorted by path.
 
+    Args:
+        dataset: The dataset folder (or a folder of GeoTIFFs).
+        role: ``hr`` or ``lr``.
+        subset: Only the images of this layout folder (of :data:`SUBSETS`); default: all.
+
     Raises:
-        EmbedError: the folder is missing, holds no image, or ``role`` is unknown.
+        EmbedError: the folder is missing, holds no image, or ``role`` or ``subset`` is unknown.
         UnsafeIdError: a ROI or image name is not a safe id.
     """
     root = Path(dataset)
+    if subset is not None and subset not in SUBSETS:
+        raise EmbedError(f"--subset {subset!r} is not one of {', '.join(SUBSETS)}")
+    if subset is not None and not (root / subset).is_dir():
+        raise EmbedError(f"{root} has no {subset}/ folder; leave --subset out or pick another")
     if role not in IMAGE_ROLES:
         raise EmbedError(f"--image {role!r} is not one of {', '.join(IMAGE_ROLES)}")
     if not root.is_dir():
@@ -80,13 +95,13 @@ def find_images(dataset: str | os.PathLike[str], role: str = "hr") -> list[Datas
     found: list[DatasetImage] = []
     layout = False
     cross = root / "cross-sensor"
-    if cross.is_dir():
+    if cross.is_dir() and subset in (None, "cross-sensor"):
         layout = True
         name = "HR.tif" if role == "hr" else "LR.tif"
         for p in sorted(cross.glob(f"*/{name}")):
             found.append(_image(root, p, p.parent.name, name.removesuffix(".tif"), role))
     kept = root / "kept"
-    if kept.is_dir():
+    if kept.is_dir() and subset in (None, "kept"):
         layout = True
         for folder in sorted(d for d in kept.iterdir() if d.is_dir()):
             groups = sorted(
@@ -99,7 +114,7 @@ def find_images(dataset: str | os.PathLike[str], role: str = "hr") -> list[Datas
                 p = sorted(groups, key=_group_order)[0]
                 found.append(_image(root, p, folder.name, p.stem, role))
     synthetic = root / "synthetic"
-    if synthetic.is_dir():
+    if synthetic.is_dir() and subset in (None, "synthetic"):
         layout = True
         for folder in sorted(d for d in synthetic.glob("*/*") if d.is_dir()):
             image = folder / "HR.tif" if role == "hr" else _synthetic_lr(folder)

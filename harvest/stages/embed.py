@@ -57,6 +57,7 @@ def run(
     *,
     weights: WeightsSpec | None = None,
     image_role: str = "hr",
+    subset: str | None = None,
     device: str = "cpu",
     precision: str = "auto",
     batch_size: int = 32,
@@ -70,6 +71,8 @@ def run(
         out_path: The embeddings GeoParquet to write (created or completed).
         weights: Which open_clip model and weights (default ViT-B-32, laion2b_s34b_b79k).
         image_role: ``hr`` (default) or ``lr``: which image of each chip.
+        subset: Only the images of this layout folder (``cross-sensor``, ``kept`` or
+            ``synthetic``); default: every image of the dataset.
         device: ``cpu`` or ``cuda``.
         precision: ``auto`` (probe the fastest path that matches fp32) or a named path.
         batch_size: Images per forward pass.
@@ -88,7 +91,7 @@ def run(
     started = time.perf_counter()
     out = Path(out_path)
     spec = weights or WeightsSpec()
-    images = find_images(dataset, image_role)
+    images = find_images(dataset, image_role, subset)
     if embedder is not None:
         given = embedder
         load: Any = lambda: given  # noqa: E731 - the loader protocol is a plain callable

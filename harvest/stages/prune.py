@@ -142,6 +142,7 @@ def run(
     embeddings_path: str | os.PathLike[str] | None = None,
     grow: int = 0,
     image_role: str = "hr",
+    subset: str | None = None,
     device: str = "cpu",
     precision: str = "auto",
     batch_size: int = 32,
@@ -165,6 +166,8 @@ def run(
             output); images missing from it are embedded first.
         grow: Add this many clusters, fitted on the new images (incremental runs only).
         image_role: ``hr`` or ``lr``.
+        subset: Only the images of this layout folder (``cross-sensor``, ``kept`` or
+            ``synthetic``); default: every image of the dataset.
         device: ``cpu`` or ``cuda`` for the embedding.
         precision: ``auto`` or a named embedding path (see :mod:`harvest.embed`).
         batch_size: Images per forward pass.
@@ -199,7 +202,7 @@ def run(
     emb_path = Path(embeddings_path) if embeddings_path else out.with_name(EMBEDDINGS_FILE)
     if emb_path.resolve() == out.resolve():
         raise PruneError(f"-o {out} is the embeddings table; write the selection to another file")
-    images = find_images(dataset, image_role)
+    images = find_images(dataset, image_role, subset)
     bar = Progress.of(progress)
 
     with folder_lock(out, sibling_lock_path(out)):

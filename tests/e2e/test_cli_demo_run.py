@@ -1,4 +1,4 @@
-"""`harvest demo run` (what `make demo` runs): every stage on the demo world, then a summary."""
+"""`harvest demo run`: every stage on the demo world, then a summary table."""
 
 from __future__ import annotations
 

@@ -234,6 +234,21 @@ def test_missing_checkpoint(tiny: dict[str, Any], tmp_path: Path) -> None:
     assert "nope.pt does not exist" in _one_line(err)
 
 
+def test_missing_checkpoint_is_said_before_torch_is_imported(tmp_path: Path) -> None:
+    """The CLI answers a wrong --checkpoint at once: no open_clip / torch import first."""
+    code = (
+        "import sys\n"
+        "from harvest.embed import WeightsSpec, resolve_weights\n"
+        "from harvest.embed import WeightsError\n"
+        "try:\n"
+        f"    resolve_weights(WeightsSpec('ViT-B-32', checkpoint={str(tmp_path / 'no.pt')!r}))\n"
+        "except WeightsError as exc:\n"
+        "    print('torch' in sys.modules, 'open_clip' in sys.modules, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("False False ") and "no.pt does not exist" in out.stdout
+
+
 def test_checkpoint_without_image_weights(tiny: dict[str, Any], tmp_path: Path) -> None:
     text_only = tmp_path / "text-only.pt"
     state = tiny["model"].state_dict()

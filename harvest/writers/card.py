@@ -1,0 +1,459 @@
+"""The description of a built dataset: its card (``README.md``), figures and STAC Collection.
+
+:func:`describe_dataset` reads what the stages left in the dataset folder (the ROI, pairs and
+dropped tables, ``manifest.parquet``, the synthetic folders, the selection) and writes:
+
+- ``README.md``: the dataset card, with the numbers that matter (ROIs sampled / paired / kept,
+  search drops and QA rejections per reason, the dt and cloud distributions, QA_1 / QA_2
+  quantiles, train/test counts, sources and licences, how to read it);
+- ``figures/rois.png`` (ROIs over the region, coloured by outcome) and ``figures/qa.png`` (dt,
+  QA_1 and QA_2 histograms with the limits), drawn with Pillow;
+- ``stac/`` (:mod:`harvest.writers.stac`).
+
+Every file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harvest.writers.stac import SourceLicense, StacSample, source_license, write_collection
+
+CARD = "README.md"
+FIGURES_DIR = "figures"
+ROI_MAP = "rois.png"
+QA_FIGURE = "qa.png"
+# Outcome colours of the ROI map (RGB).
+_COLOURS = {
+    "kept": (27, 158, 119),
+    "rejected": (217, 95, 2),
+    "failed": (200, 30, 30),
+    "unpaired": (150, 150, 150),
+}
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    """What :func:`describe_dataset` wrote."""
+
+    card: Path
+    figures: tuple[Path, ...]
+    collection: Path
+    n_items: int
+
+
+@dataclass(frozen=True)
+class DescribeInputs:
+    """Where the build's tables are and what the build was.
+
+    Attributes:
+        out_dir: The dataset folder.
+        record: ``dataset.json``'s content.
+        rois: The ROI table.
+        pairs: The pairs table (its ``.dropped`` sibling beside it).
+        region: The region the ROIs were drawn in (for the map), or None.
+        selection: The pruning selection, or None.
+        limits: QA limits shown on the histograms (``max_shift_px``, ``max_sam_deg``).
+        stac_api_url: The catalog's STAC API root, for ``derived_from`` links (None: none).
+    """
+
+    out_dir: Path
+    record: Mapping[str, Any]
+    rois: Path
+    pairs: Path
+    region: Any
+    selection: Path | None
+    limits: Mapping[str, float]
+    stac_api_url: str | None = None
+
+
+def describe_dataset(inputs: DescribeInputs) -> DatasetDescription:
+    """Write the card, its figures and the STAC Collection of a dataset folder."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from harvest.diskio import atomic_write_bytes
+    from harvest.geoio import read_roi_points
+
+    out = inputs.out_dir
+    rois = read_roi_points(inputs.rois)
+    pairs = pd.read_parquet(inputs.pairs)
+    dropped_path = inputs.pairs.with_name(inputs.pairs.stem + ".dropped.parquet")
+    dropped = pd.read_parquet(dropped_path) if dropped_path.exists() else pd.DataFrame()
+    manifest = gpd.read_parquet(out / "manifest.parquet")
+    selection = (
+        pd.read_parquet(inputs.selection)
+        if inputs.selection is not None and inputs.selection.exists()
+        else None
+    )
+
+    status = dict(zip(manifest["roi_id"], manifest["status"], strict=True))
+    outcome = [status.get(r, "unpaired") for r in rois.roi_id]
+    figures = (out / FIGURES_DIR / ROI_MAP, out / FIGURES_DIR / QA_FIGURE)
+    atomic_write_bytes(figures[0], _roi_map(rois.lon_deg, rois.lat_deg, outcome, inputs.region))
+    kept = manifest[manifest["status"] == "kept"]
+    atomic_write_bytes(
+        figures[1],
+        _qa_figure(
+            _col(pairs, "dt_hours"),
+            _col(manifest, "qa1_px"),
+            _col(manifest, "qa2_deg"),
+            inputs.limits,
+        ),
+    )
+
+    licenses = _licenses(pairs)
+    samples = _samples(out, manifest, pairs, selection)
+    item_url = {}
+    if inputs.stac_api_url:
+        for coll in set(pairs.get("lr_collection", [])) | set(pairs.get("hr_collection", [])):
+            item_url[str(coll)] = f"{inputs.stac_api_url.rstrip('/')}/collections/{coll}/items"
+    rec = inputs.record
+    collection = write_collection(
+        out,
+        collection_id=str(rec["name"]),
+        description=f"{rec['recipe']} dataset built by harvest ({', '.join(rec['products'])})",
+        samples=samples,
+        licenses=licenses,
+        item_url=item_url,
+        version=str(rec["version"]),
+        extra={"harvest:config_hash": rec["config_hash"], "harvest:counts": dict(rec["counts"])},
+    )
+    card = out / CARD
+    text = _card_text(rec, pairs, dropped, manifest, kept, selection, licenses, inputs.limits)
+    atomic_write_bytes(card, text.encode())
+    return DatasetDescription(card, figures, collection, len(samples))
+
+
+# --- the card ---------------------------------------------------------------------------------
+
+
+def _col(frame: Any, name: str) -> np.ndarray:
+    """A column as floats (empty when the table lacks it, e.g. a manifest with no chip)."""
+    if name not in frame:
+        return np.array([], dtype=float)
+    return np.asarray(frame[name].to_numpy(dtype=float, na_value=np.nan), dtype=float)
+
+
+def _quantiles(values: np.ndarray, digits: int = 2) -> str:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return "n/a"
+    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return " / ".join(f"{x:.{digits}f}" for x in q)
+
+
+def _card_text(
+    rec: Mapping[str, Any],
+    pairs: Any,
+    dropped: Any,
+    manifest: Any,
+    kept: Any,
+    selection: Any,
+    licenses: Sequence[SourceLicense],
+    limits: Mapping[str, float],
+) -> str:
+    counts: Mapping[str, int] = rec["counts"]
+    lines = [
+        f"# {rec['name']}",
+        "",
+        f"A **{rec['recipe']}** dataset ({', '.join(rec['products'])}) built by harvest "
+        f"{rec['harvest_version']} from the `{rec['catalog']}` catalog. Version "
+        f"**{rec['version']}**; config `{rec['config']}` (hash `{rec['config_hash']}`); "
+        f"created {rec['created']}, updated {rec['updated']}.",
+        "",
+        "## Numbers",
+        "",
+        "| step | count |",
+        "|---|---:|",
+        f"| ROIs sampled | {counts.get('rois_sampled', 0)} |",
+        f"| ROIs paired (search) | {counts.get('rois_paired', 0)} |",
+        f"| chips kept (QA passed) | {counts.get('chips_kept', 0)} |",
+        f"| chips rejected by QA | {counts.get('chips_rejected', 0)} |",
+        f"| chips failed (read errors) | {counts.get('chips_failed', 0)} |",
+    ]
+    if "synthetic_images" in counts:
+        lines.append(f"| synthetic HR images | {counts['synthetic_images']} |")
+    if "selected" in counts:
+        lines.append(f"| kept by diversity pruning (one per cluster) | {counts['selected']} |")
+    lines += [
+        f"| kept chips in train / test | {counts.get('kept_train', 0)} / "
+        f"{counts.get('kept_test', 0)} |",
+        "",
+        "## Why ROIs and chips were left out",
+        "",
+        "| stage | reason | count |",
+        "|---|---|---:|",
+    ]
+    drop_counts = Counter(dropped["reason"]) if len(dropped) else Counter()
+    for reason, n in sorted(drop_counts.items()):
+        lines.append(f"| search | {reason} | {n} |")
+    reasons: Counter[str] = Counter()
+    for st, rs in zip(manifest["status"], manifest["reasons"], strict=True):
+        if st == "rejected":
+            reasons.update(r for r in str(rs or "").split(";") if r)
+    for reason, n in sorted(reasons.items()):
+        lines.append(f"| QA | {reason} | {n} |")
+    if not drop_counts and not reasons:
+        lines.append("| | (none) | 0 |")
+    lines += [
+        "",
+        "A chip can be rejected for several reasons at once; each is counted.",
+        "",
+        "## Distributions",
+        "",
+        "Quantiles (min / 25 % / median / 75 % / max):",
+        "",
+        "| quantity | all paired / checked | kept |",
+        "|---|---|---|",
+        f"| dt = t_HR - t_LR (hours) | {_quantiles(_col(pairs, 'dt_hours'), 1)}"
+        f" | {_quantiles(_col(kept, 'dt_hours'), 1)} |",
+    ]
+    if "lr_cloud_cover_pct" in pairs:
+        lines.append(
+            f"| LR scene cloud cover (%) | {_quantiles(_col(pairs, 'lr_cloud_cover_pct'), 1)} | |"
+        )
+    if "cloud_fraction" in manifest:
+        lines.append(
+            f"| chip cloud fraction | {_quantiles(_col(manifest, 'cloud_fraction'))}"
+            f" | {_quantiles(_col(kept, 'cloud_fraction'))} |"
+        )
+    for col, label in (("qa1_px", "QA_1 shift (LR px)"), ("qa2_deg", "QA_2 spectral angle (deg)")):
+        if col in manifest:
+            lines.append(
+                f"| {label} | {_quantiles(_col(manifest, col))} | {_quantiles(_col(kept, col))} |"
+            )
+    lines += [
+        "",
+        f"QA limits: QA_1 <= {limits.get('max_shift_px', float('nan')):g} LR px, "
+        f"QA_2 <= {limits.get('max_sam_deg', float('nan')):g} degrees.",
+        "",
+        f"![ROIs by outcome]({FIGURES_DIR}/{ROI_MAP})",
+        "",
+        "ROIs over the region: green kept, orange rejected by QA, red failed, grey not paired.",
+        "",
+        f"![dt, QA_1 and QA_2]({FIGURES_DIR}/{QA_FIGURE})",
+        "",
+        "## Layout",
+        "",
+        "- `cross-sensor/ROI_x/` (or `kept/ROI_x/`): the kept chips, `LR.tif`, `HR.tif`, `SCL.tif`,"
+        " `metadata.json`; `rejected/ROI_x/`: the rejected ones, kept for `harvest qa`.",
+        "- `synthetic/ROI_x/IMAGE/`: HR, harmonized HR and S2-like LR per method, histograms.",
+        "- `manifest.parquet`: one row per chip (status, reasons, QA metrics, sha256 of files).",
+        "- `selection.parquet`: every pruned image with its cluster and `selected` flag.",
+        "- `rois.parquet`, `pairs.parquet` (+ `.dropped`): the sampling and search tables.",
+        "- `stac/collection.json`: this dataset as a STAC Collection, one item per sample.",
+        "- `dataset.json`: version, config hash, counts; `config.yaml`: the resolved config.",
+        "",
+        "## Sources and licences",
+        "",
+    ]
+    for lic in licenses:
+        credit = f' Credit: "{lic.attribution}".' if lic.attribution else ""
+        lines.append(f"- {lic.title} ({lic.href}).{credit}")
+    if selection is not None:
+        lines += [
+            "",
+            "## Diversity pruning",
+            "",
+            f"{int(selection['selected'].sum())} of {len(selection)} images kept, one per "
+            f"cluster of image embeddings ({selection['cluster'].nunique()} clusters); see "
+            "`selection.report.md`.",
+        ]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _licenses(pairs: Any) -> list[SourceLicense]:
+    found: list[SourceLicense] = []
+    for side in ("lr", "hr"):
+        coll, prov = f"{side}_collection", f"{side}_provider"
+        if coll not in pairs:
+            continue
+        for c, p in sorted(set(zip(pairs[coll], pairs[prov], strict=True))):
+            lic = source_license(str(c), str(p))
+            if lic not in found:
+                found.append(lic)
+    return found
+
+
+# --- STAC items -------------------------------------------------------------------------------
+
+
+def _when(value: Any) -> datetime:
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(UTC)
+    return ts.to_pydatetime()
+
+
+def _samples(out: Path, manifest: Any, pairs: Any, selection: Any) -> list[StacSample]:
+    import shapely.geometry
+
+    by_roi = {r["roi_id"]: r for r in pairs.to_dict("records")}
+    chosen: dict[str, bool] = {}
+    if selection is not None:
+        chosen = dict(zip(selection["path"], selection["selected"], strict=True))
+    samples: list[StacSample] = []
+    metric_cols = [
+        c
+        for c in ("qa1_px", "qa2_deg", "cloud_fraction", "nodata_fraction", "dt_hours")
+        if c in manifest
+    ]
+    for row in manifest.to_dict("records"):
+        if row["status"] != "kept" or not row.get("folder"):
+            continue
+        pair = by_roi.get(row["roi_id"], {})
+        folder = out / str(row["folder"])
+        files = tuple(sorted(p.name for p in folder.iterdir() if p.is_file()))
+        geom = shapely.geometry.mapping(row["geometry"])
+        when = _when(pair.get("lr_datetime") or pair.get("hr_datetime"))
+        sources = tuple(
+            (str(pair[f"{s}_collection"]), str(pair[f"{s}_item_id"]))
+            for s in ("lr", "hr")
+            if pair.get(f"{s}_item_id")
+        )
+        props: dict[str, Any] = {c: row[c] for c in metric_cols}
+        for side in ("lr", "hr"):
+            if pair.get(f"{side}_item_id"):
+                props[f"harvest:{side}_item_id"] = str(pair[f"{side}_item_id"])
+        product = Path(str(row["folder"])).parts[0]
+        rel = f"{row['folder']}/HR.tif"
+        if rel in chosen:
+            props["harvest:selected"] = bool(chosen[rel])
+        samples.append(
+            StacSample(
+                row["roi_id"],
+                product,
+                str(row["folder"]),
+                files,
+                geom,
+                when,
+                str(row["split"] or "train"),
+                props,
+                sources,
+            )
+        )
+        for image_dir in sorted((out / "synthetic" / row["roi_id"]).glob("*")):
+            if not image_dir.is_dir():
+                continue
+            rel_dir = f"synthetic/{row['roi_id']}/{image_dir.name}"
+            sprops: dict[str, Any] = {"harvest:hr_item_id": image_dir.name}
+            if f"{rel_dir}/HR.tif" in chosen:
+                sprops["harvest:selected"] = bool(chosen[f"{rel_dir}/HR.tif"])
+            samples.append(
+                StacSample(
+                    f"{row['roi_id']}-{image_dir.name}",
+                    "synthetic",
+                    rel_dir,
+                    tuple(sorted(p.name for p in image_dir.iterdir() if p.is_file())),
+                    geom,
+                    _when(pair.get("hr_datetime") or pair.get("lr_datetime")),
+                    str(row["split"] or "train"),
+                    sprops,
+                    sources[1:] if len(sources) > 1 else sources,
+                )
+            )
+    return samples
+
+
+# --- figures (Pillow) -------------------------------------------------------------------------
+
+
+def _png(img: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _roi_map(lon: np.ndarray, lat: np.ndarray, outcome: Sequence[str], region: Any) -> bytes:
+    """ROIs as dots over the region outline (equirectangular, lon scaled by cos(lat))."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 900, 560, 30
+    xs, ys = list(lon), list(lat)
+    rings: list[np.ndarray] = []
+    if region is not None:
+        geoms = getattr(region, "geoms", [region])
+        for g in geoms:
+            rings.append(np.asarray(g.exterior.coords))
+            xs += list(rings[-1][:, 0])
+            ys += list(rings[-1][:, 1])
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    k = max(np.cos(np.radians((y0 + y1) / 2)), 0.2)
+    span_x, span_y = max((x1 - x0) * k, 1e-6), max(y1 - y0, 1e-6)
+    s = min((w - 2 * pad) / span_x, (h - 2 * pad - 20) / span_y)
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return pad + (x - x0) * k * s, h - pad - (y - y0) * s
+
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    for ring in rings:
+        pts = [px(x, y) for x, y in ring]
+        xs_, ys_ = [p[0] for p in pts], [p[1] for p in pts]
+        if max(xs_) - min(xs_) < 6 and max(ys_) - min(ys_) < 6:  # a site: a visible square
+            cx, cy = (max(xs_) + min(xs_)) / 2, (max(ys_) + min(ys_)) / 2
+            draw.rectangle([cx - 6, cy - 6, cx + 6, cy + 6], outline=(90, 90, 90))
+        else:
+            draw.line(pts, fill=(90, 90, 90), width=1)
+    r = 4 if len(lon) < 500 else 2
+    for x, y, o in sorted(zip(lon, lat, outcome, strict=True), key=lambda t: t[2] == "kept"):
+        cx, cy = px(x, y)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_COLOURS.get(o, (0, 0, 0)))
+    tally = Counter(outcome)
+    legend = "   ".join(f"{name}: {tally.get(name, 0)}" for name in _COLOURS)
+    draw.text((pad, 8), f"ROIs by outcome   {legend}", fill=(0, 0, 0))
+    return _png(img)
+
+
+def _qa_figure(
+    dt_hours: np.ndarray, qa1: np.ndarray, qa2: np.ndarray, limits: Mapping[str, float]
+) -> bytes:
+    """Three histograms side by side: dt (hours), QA_1 (px), QA_2 (deg), with the limits."""
+    from PIL import Image, ImageDraw
+
+    panels = (
+        ("dt = t_HR - t_LR (hours)", dt_hours, None),
+        ("QA_1 shift (LR px)", qa1, limits.get("max_shift_px")),
+        ("QA_2 spectral angle (deg)", qa2, limits.get("max_sam_deg")),
+    )
+    pw, h, pad = 320, 260, 28
+    img = Image.new("RGB", (pw * len(panels), h), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (title, values, limit) in enumerate(panels):
+        ox = i * pw
+        draw.text((ox + pad, 6), title, fill=(0, 0, 0))
+        v = values[np.isfinite(values)]
+        top = max([*v.tolist(), limit or 0.0, 1e-9])
+        low = min([*v.tolist(), 0.0])
+        edges = np.linspace(low * 1.05, top * 1.05, 21)
+        hist = np.histogram(v, bins=edges)[0] if v.size else np.zeros(20, int)
+        peak = max(int(hist.max()), 1)
+        bw = (pw - 2 * pad) / 20
+        base = h - pad
+        for j, n in enumerate(hist):
+            bh = (h - 3 * pad) * n / peak
+            draw.rectangle(
+                [ox + pad + j * bw, base - bh, ox + pad + (j + 1) * bw - 1, base],
+                fill=(70, 120, 180),
+            )
+        draw.line([ox + pad, base, ox + pw - pad, base], fill=(0, 0, 0))
+        draw.text((ox + pad, base + 4), f"{edges[0]:.3g}", fill=(0, 0, 0))
+        draw.text((ox + pw - pad - 40, base + 4), f"{edges[-1]:.3g}", fill=(0, 0, 0))
+        draw.text((ox + pw - pad - 60, 20), f"n = {v.size}", fill=(0, 0, 0))
+        if limit is not None and edges[-1] > edges[0]:
+            lx = ox + pad + (pw - 2 * pad) * (limit - edges[0]) / (edges[-1] - edges[0])
+            draw.line([lx, 2 * pad, lx, base], fill=(200, 30, 30), width=2)
+            draw.text((lx + 3, 2 * pad), f"limit {limit:g}", fill=(200, 30, 30))
+    return _png(img)
