@@ -344,6 +344,71 @@ def build(
     )
 
 
+@app.command()
+def extend(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by 'harvest build'.")],
+    n: Annotated[int, typer.Option("--n", min=0, help="New ROIs to sample (0: none).")] = 0,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="First day YYYY-MM-DD searched for existing ROIs without a kept chip "
+            "(default: the last day an earlier run searched)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one line of JSON on stdout (for schedulers).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
+) -> int:
+    """Add new ROIs and acquisitions to a built dataset, as a new version (the scheduled job).
+
+    Exit status: 0 new version, 1 bad input, 3 nothing new, 4 busy (another build or extend
+    holds the dataset), 75 temporary failure such as an unreachable catalog (retry later).
+    """
+    import json
+    import os
+
+    from harvest.backends.registry import DEMO_WORLD_ENV, default_ee_project
+    from harvest.progress import Progress
+    from harvest.stages import extend as stage
+    from harvest.stages.search import parse_day
+
+    try:
+        summary = stage.run(
+            dataset,
+            n=n,
+            since=parse_day(since, "--since"),
+            progress=Progress(progress and not as_json),
+            demo_world_env=os.environ.get(DEMO_WORLD_ENV),
+            ee_project_env=default_ee_project(os.environ),
+        )
+    except (HarvestError, OSError) as exc:
+        if as_json:
+            code = getattr(exc, "exit_code", 1)
+            code = code if isinstance(code, int) and not isinstance(code, bool) else 1
+            line = {"status": "error", "dataset": str(dataset), "exit_code": code}
+            typer.echo(json.dumps({**line, "error": " ".join(str(exc).split())}))
+        raise
+    code = stage.EXIT_DONE if summary.status == "extended" else stage.EXIT_NOTHING_NEW
+    if as_json:
+        typer.echo(json.dumps({**summary.to_json(), "exit_code": code}))
+        return code
+    for step in summary.steps:
+        typer.echo(f"{step.stage:>14}: {step.result} [{step.seconds:.1f} s]")
+    if summary.status == "extended":
+        typer.echo(
+            f"{dataset}: version {summary.previous_version} -> {summary.version}: "
+            f"{len(summary.new_rois)} new ROIs, {len(summary.new_kept)} new kept chips, "
+            f"{summary.new_selected} newly selected; see {Path(dataset) / 'CHANGELOG.md'}"
+        )
+    else:
+        typer.echo(
+            f"{dataset}: nothing new since {summary.since} ({len(summary.new_rois)} new ROIs, "
+            f"{summary.new_pairs} new pairs, none kept); version {summary.version} unchanged"
+        )
+    return code
+
+
 @demo_app.command("world")
 def demo_world(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],

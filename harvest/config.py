@@ -312,7 +312,41 @@ def load_build_config(path: Path, overrides: Sequence[str] = ()) -> BuildConfig:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_first_error(exc)}") from None
     _check_files(config, path)
-    return config
+    return _absolute(config)
+
+
+def _absolute(config: BuildConfig) -> BuildConfig:
+    """The config with every relative path made absolute (from the folder harvest runs in).
+
+    The resolved ``config.yaml`` a build writes then means the same from anywhere, which
+    ``harvest extend`` (run by a scheduler from another folder) relies on.
+    """
+    from harvest.regions import BUNDLED_REGIONS
+
+    def absolute(p: str | Path) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    data = config.model_dump(mode="json")
+    data["output"] = absolute(config.output)
+    if config.rois is not None:
+        data["rois"] = absolute(config.rois)
+    if config.region not in (*BUNDLED_REGIONS, DEMO_WORLD_REGION):
+        data["region"] = absolute(config.region)
+    if config.recipe.endswith((".yaml", ".yml")):
+        data["recipe"] = absolute(config.recipe)
+    source = config.catalog.source
+    from harvest.backends.profiles import known_profiles
+
+    local = not source.startswith(("http://", "https://")) and source not in known_profiles()
+    if local and Path(source).expanduser().exists():
+        data["catalog"]["source"] = absolute(source)
+    if config.catalog.world is not None:
+        data["catalog"]["world"] = absolute(config.catalog.world)
+    if config.degradation.model != "sen2naip":
+        data["degradation"]["model"] = absolute(config.degradation.model)
+    if config.prune is not None and config.prune.checkpoint is not None:
+        data["prune"]["checkpoint"] = absolute(config.prune.checkpoint)
+    return BuildConfig.model_validate(data)
 
 
 def _check_files(config: BuildConfig, source: Path) -> None:

@@ -99,6 +99,25 @@ class FolderLockedError(StoreError):
         return (type(self), (self.folder, self.holder, self.lock_file))
 
 
+class DatasetBusyError(FolderLockedError):
+    """Another ``harvest build`` or ``harvest extend`` holds the dataset folder.
+
+    Its own exit status (4) so that a scheduler can tell "busy: the next run will do the work"
+    from a temporary failure (75) or bad input (1).
+    """
+
+    exit_code = 4
+
+
+class TemporaryFailureError(HarvestError, RuntimeError):
+    """A failure that may go away by itself (an unreachable catalog): retry later.
+
+    ``harvest extend`` exits with 75 (EX_TEMPFAIL) on it.
+    """
+
+    exit_code = 75
+
+
 class DiskWriteError(StoreError):
     """A write failed in a way no later chip or image would escape (disk full, quota, I/O).
 

@@ -441,6 +441,24 @@ def _record(roi_id: str, loaded: Mapping[str, Any]) -> ChipRecord | None:
         return None
 
 
+def forget_chip(out_dir: Path, roi_id: str) -> None:
+    """Remove a chip's status and folders, so that the next fetch does it again.
+
+    The status goes first: a kill after it leaves a folder without a status, which a fetch
+    redoes (and replaces) anyway.
+
+    Raises:
+        UnsafeIdError: ``roi_id`` is not a safe id.
+        UnsafePathError: a path resolves outside ``out_dir``.
+    """
+    status = ensure_inside(
+        out_dir / STATUS_DIR / f"{check_id(roi_id, field='roi_id')}.json", out_dir
+    )
+    status.unlink(missing_ok=True)
+    for sub in (CROSS_SENSOR_DIR, KEPT_DIR, REJECTED_DIR):
+        _remove_tree(out_dir / sub / roi_id, out_dir)
+
+
 def load_record(out_dir: Path, roi_id: str) -> ChipRecord | None:
     """One chip's record, or None when there is none (or it is unreadable: redone)."""
     loaded = load_status(out_dir, roi_id)
