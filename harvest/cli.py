@@ -689,6 +689,12 @@ _Subset = Annotated[
     str | None,
     typer.Option(help="Only the images of one layout folder: cross-sensor, kept or synthetic."),
 ]
+_EmbedWorkers = Annotated[
+    int, typer.Option(min=1, help="Embed on a local Dask cluster of N processes (1: no Dask).")
+]
+_EmbedScheduler = Annotated[
+    str | None, typer.Option(help="Embed on the Dask scheduler at this address (tcp://host:8786).")
+]
 _Device = Annotated[str, typer.Option(help="cpu or cuda.")]
 _Precision = Annotated[
     str,
@@ -738,6 +744,8 @@ def embed(
     checkpoint: _Checkpoint = None,
     image: _Image = "hr",
     subset: _Subset = None,
+    workers: _EmbedWorkers = 1,
+    scheduler: _EmbedScheduler = None,
     device: _Device = "cpu",
     precision: _Precision = "auto",
     batch_size: _BatchSize = 32,
@@ -754,6 +762,8 @@ def embed(
         weights=_weights_spec(model, pretrained, checkpoint, download),  # type: ignore[arg-type]
         image_role=image,
         subset=subset,
+        workers=workers,
+        scheduler=scheduler,
         device=device,
         precision=precision,
         batch_size=batch_size,
@@ -792,6 +802,8 @@ def prune(
     checkpoint: _Checkpoint = None,
     image: _Image = "hr",
     subset: _Subset = None,
+    workers: _EmbedWorkers = 1,
+    scheduler: _EmbedScheduler = None,
     device: _Device = "cpu",
     precision: _Precision = "auto",
     batch_size: _BatchSize = 32,
@@ -814,6 +826,8 @@ def prune(
         grow=grow,
         image_role=image,
         subset=subset,
+        workers=workers,
+        scheduler=scheduler,
         device=device,
         precision=precision,
         batch_size=batch_size,

@@ -158,6 +158,8 @@ class PruneConfig(StrictModel):
         checkpoint: Local state dict for ``model`` (instead of ``pretrained``).
         product: Which images to prune: ``synthetic`` when the build makes it, else
             ``cross-sensor``.
+        precision: The embedding path: ``auto`` (the fastest that matches fp32 on this
+            machine) or one by name (``fp32``, ``bf16``, ``int8``...).
     """
 
     clusters: int = Field(ge=1)
@@ -166,6 +168,7 @@ class PruneConfig(StrictModel):
     pretrained: str | None = "laion2b_s34b_b79k"
     checkpoint: Path | None = None
     product: Literal["cross-sensor", "synthetic"] | None = None
+    precision: str = "auto"
 
 
 class BuildConfig(StrictModel):

@@ -561,6 +561,9 @@ def _fetch_and_after(ctx: _Context, pairs_path: Path, steps: list[BuildStep]) ->
             strategy=config.prune.strategy,
             weights=_prune_weights(ctx),
             subset=subset,
+            workers=config.workers,
+            scheduler=config.scheduler,
+            precision=config.prune.precision,
             progress=ctx.progress,
         )
         steps.append(

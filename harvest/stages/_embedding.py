@@ -15,9 +15,12 @@ images they hold, so nothing is embedded twice and nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -486,6 +489,49 @@ def _batches(items: Sequence[DatasetImage], size: int) -> Iterator[Sequence[Data
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class DaskPlan:
+    """Where to embed on Dask: ``workers`` local processes, or an existing ``scheduler``.
+
+    Attributes:
+        workers: Worker processes of a local cluster (used when ``scheduler`` is None).
+        scheduler: Address of an existing Dask scheduler (``tcp://host:8786``).
+        spec: The weights each worker loads (it must see the same files).
+        device: ``cpu`` or ``cuda`` on the workers.
+    """
+
+    workers: int
+    scheduler: str | None
+    spec: WeightsSpec
+    device: str = "cpu"
+
+
+def dask_plan(
+    workers: int,
+    scheduler: str | None,
+    spec: WeightsSpec | None,
+    device: str,
+    embedder: ImageEmbedder | None,
+) -> DaskPlan | None:
+    """The Dask plan of the ``workers`` / ``scheduler`` options (None: in this process).
+
+    Raises:
+        EmbedError: a custom embedder (Python API) with Dask, or ``workers`` < 1.
+    """
+    if workers < 1:
+        raise EmbedError(f"--workers {workers}: give 1 or more")
+    if scheduler is None and workers == 1:
+        return None
+    if embedder is not None or spec is None:
+        raise EmbedError("a custom embedder runs in this process only: leave out workers")
+    return DaskPlan(workers=workers, scheduler=scheduler, spec=spec, device=device)
+
+
+# Batches per Dask task: enough to keep each worker's model busy between two results, few
+# enough that the last tasks of a run spread over the workers.
+DASK_BATCHES_PER_TASK = 2
+
+
 def embed_dataset(
     images: Sequence[DatasetImage],
     out: Path,
@@ -497,6 +543,7 @@ def embed_dataset(
     decode_workers: int = 2,
     progress: Progress,
     started: float | None = None,
+    dask: DaskPlan | None = None,
 ) -> EmbedResult:
     """Embed the images of ``images`` that ``out`` does not hold yet; rewrite ``out`` whole.
 
@@ -513,6 +560,9 @@ def embed_dataset(
         decode_workers: Threads reading and preprocessing the next batch while one is embedded.
         progress: Progress bars.
         started: ``time.perf_counter()`` of the run's start.
+        dask: Embed on a Dask cluster: the path the probe chose here is loaded by every worker
+            (one model per worker process), each task embeds whole batches of the same
+            boundaries as a single process does, and this process writes the table.
 
     Raises:
         EmbedError: ``out`` holds embeddings of another model, or an image is unreadable.
@@ -543,16 +593,28 @@ def embed_dataset(
             )
         model, sha = embedder.model_name, embedder.weights_sha256
         meta = {"weights": weights_record, "path": note}
-        new_parts = _embed_todo(
-            todo,
-            embedder,
-            parts_folder,
-            first_part=_next_part_number(parts_folder),
-            weights_record=weights_record,
-            batch_size=batch_size,
-            decode_workers=decode_workers,
-            progress=progress,
-        )
+        if dask is None:
+            new_parts = _embed_todo(
+                todo,
+                embedder,
+                parts_folder,
+                first_part=_next_part_number(parts_folder),
+                weights_record=weights_record,
+                batch_size=batch_size,
+                decode_workers=decode_workers,
+                progress=progress,
+            )
+        else:
+            new_parts = _embed_todo_dask(
+                todo,
+                embedder,
+                parts_folder,
+                dask,
+                first_part=_next_part_number(parts_folder),
+                weights_record=weights_record,
+                batch_size=batch_size,
+                progress=progress,
+            )
         done.extend(new_parts)
     if todo or parts_folder.exists() or not out.exists():
         table = concat(done, model, sha)
@@ -639,4 +701,95 @@ def _embed_todo(
                 flush()
             bar.advance(len(batch))
         flush()
+    return written
+
+
+# --- on Dask ----------------------------------------------------------------------------------
+
+# One embedder per worker process, per (weights, device, path): loading takes seconds.
+_WORKER_EMBEDDERS: dict[tuple[str, str, str], ImageEmbedder] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_embedder(spec: WeightsSpec, device: str, path: str) -> ImageEmbedder:
+    key = (json.dumps(weights_record(spec), sort_keys=True), device, path)
+    with _WORKER_LOCK:
+        if key not in _WORKER_EMBEDDERS:
+            from harvest.embed import ClipEmbedder
+
+            # One thread per worker process: the processes share the cores.
+            loaded = ClipEmbedder.load(spec, device=device, precision=path, threads=1)
+            _WORKER_EMBEDDERS[key] = loaded
+        return _WORKER_EMBEDDERS[key]
+
+
+def _embed_task(
+    spec: WeightsSpec, device: str, path: str, batches: list[list[DatasetImage]]
+) -> list[tuple[np.ndarray, list[bytes]]]:
+    """On a worker: each batch read, preprocessed and embedded as one forward pass."""
+    embedder = _worker_embedder(spec, device, path)
+    out = []
+    for batch in batches:
+        prepared = [_read_and_prepare(embedder, i) for i in batch]
+        vectors = embedder.embed(np.stack([p[0] for p in prepared]))
+        out.append((np.asarray(vectors, np.float32), [p[1] for p in prepared]))
+    return out
+
+
+def _embed_todo_dask(
+    todo: Sequence[DatasetImage],
+    embedder: ImageEmbedder,
+    folder: Path,
+    plan: DaskPlan,
+    *,
+    first_part: int,
+    weights_record: dict[str, Any],
+    batch_size: int,
+    progress: Progress,
+) -> list[Embeddings]:
+    """Embed ``todo`` on Dask; one part file per task, written as results arrive."""
+    from distributed import as_completed
+
+    from harvest.stages.fetch import connect_scheduler, local_cluster
+
+    path = str(getattr(embedder, "path", "fp32"))
+    batches = [list(b) for b in _batches(todo, batch_size)]
+    tasks = [
+        batches[i : i + DASK_BATCHES_PER_TASK]
+        for i in range(0, len(batches), DASK_BATCHES_PER_TASK)
+    ]
+    written: list[Embeddings] = []
+    with contextlib.ExitStack() as stack:
+        if plan.scheduler is not None:
+            client = stack.enter_context(contextlib.closing(connect_scheduler(plan.scheduler)))
+        else:
+            from distributed import Client
+
+            cluster = stack.enter_context(contextlib.closing(local_cluster(plan.workers)))
+            client = stack.enter_context(contextlib.closing(Client(cluster)))
+        bar = stack.enter_context(progress.bar("embed", len(todo)))
+        futures = {
+            client.submit(_embed_task, plan.spec, plan.device, path, task, pure=False): n
+            for n, task in enumerate(tasks)
+        }
+        for future in as_completed(futures):
+            n = futures[future]
+            results = future.result()
+            images = [i for batch in tasks[n] for i in batch]
+            part = Embeddings(
+                tuple(i.rel for i in images),
+                tuple(i.roi_id for i in images),
+                tuple(i.image for i in images),
+                tuple(i.role for i in images),
+                np.concatenate([r[0] for r in results]).astype(np.float32),
+                tuple(wkb for r in results for wkb in r[1]),
+                embedder.model_name,
+                embedder.weights_sha256,
+            )
+            # Part numbers follow the task order, so the table does not depend on timing.
+            write_embeddings(
+                folder / f"part-{first_part + n:06d}.parquet", part, {"weights": weights_record}
+            )
+            written.append(part)
+            bar.advance(len(images))
     return written

@@ -26,6 +26,7 @@ from harvest.progress import NO_PROGRESS, Progress
 from harvest.stages._embedding import (
     EmbedResult,
     ImageEmbedder,
+    dask_plan,
     embed_dataset,
     embedder_loader,
     find_images,
@@ -58,6 +59,8 @@ def run(
     weights: WeightsSpec | None = None,
     image_role: str = "hr",
     subset: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
     device: str = "cpu",
     precision: str = "auto",
     batch_size: int = 32,
@@ -73,6 +76,8 @@ def run(
         image_role: ``hr`` (default) or ``lr``: which image of each chip.
         subset: Only the images of this layout folder (``cross-sensor``, ``kept`` or
             ``synthetic``); default: every image of the dataset.
+        workers: Embed on a local Dask cluster of this many worker processes (1: no Dask).
+        scheduler: Embed on the existing Dask cluster at this address instead.
         device: ``cpu`` or ``cuda``.
         precision: ``auto`` (probe the fastest path that matches fp32) or a named path.
         batch_size: Images per forward pass.
@@ -116,5 +121,6 @@ def run(
             batch_size=batch_size,
             progress=Progress.of(progress),
             started=started,
+            dask=dask_plan(workers, scheduler, spec, device, embedder),
         )
     return EmbedSummary(result)

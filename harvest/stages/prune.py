@@ -45,6 +45,7 @@ from harvest.stages._embedding import (
     DatasetImage,
     Embeddings,
     ImageEmbedder,
+    dask_plan,
     embed_dataset,
     embedder_loader,
     find_images,
@@ -143,6 +144,8 @@ def run(
     grow: int = 0,
     image_role: str = "hr",
     subset: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
     device: str = "cpu",
     precision: str = "auto",
     batch_size: int = 32,
@@ -168,6 +171,8 @@ def run(
         image_role: ``hr`` or ``lr``.
         subset: Only the images of this layout folder (``cross-sensor``, ``kept`` or
             ``synthetic``); default: every image of the dataset.
+        workers: Embed on a local Dask cluster of this many worker processes (1: no Dask).
+        scheduler: Embed on the existing Dask cluster at this address instead.
         device: ``cpu`` or ``cuda`` for the embedding.
         precision: ``auto`` or a named embedding path (see :mod:`harvest.embed`).
         batch_size: Images per forward pass.
@@ -241,6 +246,7 @@ def run(
                 batch_size=batch_size,
                 progress=bar,
                 started=started,
+                dask=dask_plan(workers, scheduler, spec, device, embedder),
             )
         table, _meta = read_embeddings(emb_path)
         emb = table.take([i.rel for i in images])
