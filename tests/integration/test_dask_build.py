@@ -33,9 +33,7 @@ def dataset(out: Path) -> dict[str, Any]:
     m = gpd.read_parquet(out / "manifest.parquet").sort_values("roi_id")
     sel = gpd.read_parquet(out / "selection.parquet").sort_values("path")
     return {
-        "chips": m[["roi_id", "status", "sha256_lr", "sha256_hr", "sha256_scl"]].to_dict(
-            "records"
-        ),
+        "chips": m[["roi_id", "status", "sha256_lr", "sha256_hr", "sha256_scl"]].to_dict("records"),
         "synthetic": {
             str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("synthetic/*/*/*.tif"))
         },
@@ -108,10 +106,11 @@ def test_existing_scheduler_and_workers(
 
 def test_embed_on_a_local_cluster_equals_one_process(tmp_path: Path) -> None:
     """Many batches over several tasks: the same rows and vectors as in one process."""
+    from test_prune_stage import make_folder
+
     from harvest.demo.clip import write_demo_clip
     from harvest.embed import WeightsSpec
     from harvest.stages import embed as embed_stage
-    from test_prune_stage import make_folder
 
     make_folder(tmp_path / "ds", copies=5)  # 25 images: 7 batches of 4, 4 Dask tasks
     demo = write_demo_clip(tmp_path / "models", seed=0)
