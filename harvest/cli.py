@@ -409,6 +409,26 @@ def extend(
     return code
 
 
+@app.command()
+def export(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (from build, fetch, degrade).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (.tacozip).")],
+    format: Annotated[str, typer.Option("--format", help="Container format: taco.")] = "taco",
+    product: Annotated[
+        str | None,
+        typer.Option(help="Which samples: cross-sensor, kept or synthetic (default: the first)."),
+    ] = None,
+) -> None:
+    """Write a dataset as a TACO file (needs the taco extra: pip install 'harvest-eo[taco]')."""
+    from harvest.stages import export as stage
+
+    done = stage.run(dataset, output, format=format, product=product)
+    typer.echo(
+        f"{done.n_samples} {done.product} samples ({', '.join(done.files_per_sample)} each) "
+        f"-> {done.path}"
+    )
+
+
 @demo_app.command("world")
 def demo_world(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo world into.")],

@@ -85,3 +85,18 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         monkeypatch.setattr(harvest.diskio, "open", faults.full_after(n_files), raising=False)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def demo_build(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``configs/builds/demo.yaml`` built once per session on the shared demo world.
+
+    Read-only for the tests that share it: copy it before changing anything.
+    """
+    from harvest.config import load_build_config
+    from harvest.pipeline import run_build
+
+    out = tmp_path_factory.mktemp("demo-build") / "demo-out"
+    sets = [f"output={out}", f"catalog.world={demo_world}"]
+    run_build(load_build_config(REPO_ROOT / "configs" / "builds" / "demo.yaml", sets))
+    return out

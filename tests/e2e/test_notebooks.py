@@ -18,17 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 
 
-@pytest.fixture(scope="session")
-def demo_build(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harvest.config import load_build_config
-    from harvest.pipeline import run_build
-
-    out = tmp_path_factory.mktemp("notebook-build") / "demo-out"
-    sets = [f"output={out}", f"catalog.world={demo_world}"]
-    run_build(load_build_config(REPO / "configs" / "builds" / "demo.yaml", sets))
-    return out
-
-
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS
 
