@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_fetch.py
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_cluster.py
+	$(BIN)/python bench/bench_build.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -100,3 +100,35 @@ def demo_build(demo_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     sets = [f"output={out}", f"catalog.world={demo_world}"]
     run_build(load_build_config(REPO_ROOT / "configs" / "builds" / "demo.yaml", sets))
     return out
+
+
+# The ml-aoi extension's item field, as its specification defines it (train, validate, test):
+# pystac validates extensions against their schemas, which it would download.
+ML_AOI_SCHEMA_DOC = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$id": "https://stac-extensions.github.io/ml-aoi/v0.2.0/schema.json",
+    "type": "object",
+    "if": {"properties": {"type": {"const": "Feature"}}},
+    "then": {
+        "required": ["properties"],
+        "properties": {
+            "properties": {
+                "required": ["ml-aoi:split"],
+                "properties": {"ml-aoi:split": {"enum": ["train", "validate", "test"]}},
+            }
+        },
+    },
+}
+
+
+@pytest.fixture
+def offline_stac_validation() -> Callable[[], None]:
+    """Make pystac validate offline: its bundled core schemas plus the ml-aoi extension's."""
+    from pystac.validation import JsonSchemaSTACValidator, set_validator
+
+    def install() -> None:
+        validator = JsonSchemaSTACValidator()
+        validator.schema_cache[str(ML_AOI_SCHEMA_DOC["$id"])] = ML_AOI_SCHEMA_DOC
+        set_validator(validator)
+
+    return install
