@@ -129,7 +129,7 @@ def read_pairs(
         if not (lr_path.is_file() and hr_path.is_file()):
             raise DegradeError(f"{folder} lacks LR.tif or HR.tif; re-run 'harvest fetch' on it")
         meta = read_json(meta_path) if meta_path.is_file() else {}
-        chip_split = str(meta.get("split", "test" if meta.get("test") else "train"))
+        chip_split = chip_split_of(meta)
         if split != "all" and chip_split != split:
             continue
         lr, _ = read_raster(lr_path)
@@ -315,6 +315,23 @@ class FitSummary:
             + (f", trained {'+'.join(self.trained)}" if self.trained else "")
             + f" in {self.seconds:.0f} s -> {self.model_dir}"
         )
+
+
+def chip_split_of(meta: dict[str, Any]) -> str:
+    """``train`` or ``test`` of a chip's metadata.json, in any form a SEN2NAIP folder holds it.
+
+    The paper's ``test`` field holds the string ``"train"`` or ``"test"``; earlier harvest
+    versions wrote a boolean there; harvest also writes ``split``. A chip without any is train.
+    """
+    value = meta.get("test")
+    if isinstance(value, str) and value.strip().lower() in ("train", "test"):
+        return value.strip().lower()
+    if isinstance(value, bool):
+        return "test" if value else "train"
+    split = meta.get("split")
+    if isinstance(split, str) and split in ("train", "test"):
+        return split
+    return "train"
 
 
 def run(

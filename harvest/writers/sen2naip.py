@@ -41,7 +41,7 @@ class Sen2naipWriter:
         s = qa.shift
         return {
             "roi_id": ctx.roi_id,
-            "test": ctx.split == "test",
+            "test": ctx.split,  # the paper's convention: the string "train" or "test"
             "split": ctx.split,
             "s2_id": lr.item_id,
             "s2_date": iso_time(lr),
