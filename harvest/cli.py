@@ -418,11 +418,13 @@ def export(
         str | None,
         typer.Option(help="Which samples: cross-sensor, kept or synthetic (default: the first)."),
     ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Write a dataset as a TACO file (needs the taco extra: pip install 'harvest-eo[taco]')."""
+    from harvest.progress import Progress
     from harvest.stages import export as stage
 
-    done = stage.run(dataset, output, format=format, product=product)
+    done = stage.run(dataset, output, format=format, product=product, progress=Progress(progress))
     typer.echo(
         f"{done.n_samples} {done.product} samples ({', '.join(done.files_per_sample)} each) "
         f"-> {done.path}"

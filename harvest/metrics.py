@@ -14,6 +14,14 @@ Every function takes a prediction and a reference with the band axis first ([C, 
   bands (a global index, not the sliding-window variant).
 - PBIAS: ``100 * sum(pred - ref) / sum(ref)`` (percent; positive means the prediction is high).
 - Pearson: correlation per band, averaged over bands.
+
+Two image-level metrics follow the opensr-test framework, which SEN2NAIP's Table 2 used:
+
+- :func:`pbias_ratio`: mean over pixels of ``|pred - ref| / ref`` with each ratio clamped to
+  ``[0.01, 100]`` (so always positive, 0.01 at best; a zero or negative reference, which
+  Sentinel-2 L2A can hold, gives the clamp's end).
+- :func:`sam_image`: the angle in degrees between the two images, each flattened to one
+  vector (all bands and pixels), rather than a mean of per-pixel angles.
 """
 
 from __future__ import annotations
@@ -105,6 +113,32 @@ def pbias(pred: np.ndarray, ref: np.ndarray) -> float:
     if total == 0:
         raise MetricInputError("the reference sums to 0; PBIAS is undefined")
     return float(100.0 * (p - r).sum() / total)
+
+
+#: The clamp of :func:`pbias_ratio`'s per-pixel ratios (opensr-test's).
+PBIAS_RATIO_CLAMP = (0.01, 100.0)
+
+
+def pbias_ratio(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over pixels of ``|pred - ref| / ref``, each ratio clamped to [0.01, 100]."""
+    p, r = _pair(pred, ref)
+    lo, hi = PBIAS_RATIO_CLAMP
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(p - r) / r
+    # A zero reference: x / 0 is +inf (clamped to hi), 0 / 0 is no error (lo); a negative
+    # reference gives a negative ratio, clamped to lo.
+    ratio = np.where(np.isnan(ratio), lo, ratio)
+    return float(np.mean(np.clip(ratio, lo, hi)))
+
+
+def sam_image(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Angle in degrees between the two images, each flattened to one vector."""
+    p, r = _pair(pred, ref)
+    den = float(np.linalg.norm(p) * np.linalg.norm(r))
+    if den == 0:
+        raise MetricInputError("an image is all zeros; the angle is undefined")
+    cos = float(np.sum(p * r)) / den
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def pearson(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -10,7 +10,13 @@ Modules:
     evaluate: SEN2NAIP's Table 2 of a model on pairs, with the caller's metric functions.
 """
 
-from degradation.fit.evaluate import TABLE2_METHODS, Metric, table2
+from degradation.fit.evaluate import (
+    NOISE_MODELS,
+    STATISTICAL_PERCENTILES,
+    TABLE2_METHODS,
+    Metric,
+    table2,
+)
 from degradation.fit.networks import TRAINABLE, train_networks
 from degradation.fit.pairs import SHIFT_MODES, PairChip, registration_shifts
 from degradation.fit.psf import SigmaFit, fit_sigma
@@ -30,5 +36,7 @@ __all__ = [
     "fit_sigma",
     "registration_shifts",
     "table2",
+    "NOISE_MODELS",
+    "STATISTICAL_PERCENTILES",
     "train_networks",
 ]

@@ -9,13 +9,19 @@ import json
 from pathlib import Path
 
 from harvest.errors import ConfigError, InputFileError
+from harvest.progress import NO_PROGRESS, Progress
 from harvest.writers.taco import TacoExport, write_taco
 
 FORMATS = ("taco",)
 
 
 def run(
-    dataset: Path, output: Path, *, format: str = "taco", product: str | None = None
+    dataset: Path,
+    output: Path,
+    *,
+    format: str = "taco",
+    product: str | None = None,
+    progress: Progress | bool = NO_PROGRESS,
 ) -> TacoExport:
     """Export the kept samples of ``dataset``.
 
@@ -25,6 +31,7 @@ def run(
         format: ``taco``.
         product: Which layout folder (``cross-sensor``, ``kept``, ``synthetic``); default the
             first present.
+        progress: How to show progress (a bar over the samples).
 
     Raises:
         ConfigError: an unknown format, or tacotoolbox missing.
@@ -37,4 +44,4 @@ def run(
         raise InputFileError(f"{dataset} is not a folder: give a dataset folder")
     record_path = dataset / "dataset.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    return write_taco(dataset, Path(output), record, product)
+    return write_taco(dataset, Path(output), record, product, progress=Progress.of(progress))

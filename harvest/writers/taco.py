@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.errors import ConfigError, InputFileError
+from harvest.progress import NO_PROGRESS, Progress
 
 PRODUCTS = ("cross-sensor", "kept", "synthetic")
 # Manifest columns copied into every sample's metadata (when the manifest has them).
@@ -61,7 +62,12 @@ def _value(v: Any) -> Any:
 
 
 def write_taco(
-    dataset: Path, output: Path, record: Mapping[str, Any], product: str | None = None
+    dataset: Path,
+    output: Path,
+    record: Mapping[str, Any],
+    product: str | None = None,
+    *,
+    progress: Progress = NO_PROGRESS,
 ) -> TacoExport:
     """Write the kept samples of one product of ``dataset`` as a TACO zip at ``output``.
 
@@ -70,6 +76,7 @@ def write_taco(
         output: The ``.tacozip`` (or ``.zip``) file; written under a temporary name and renamed.
         record: ``dataset.json`` (id, version, description, licences), or an empty mapping.
         product: ``cross-sensor``, ``kept`` or ``synthetic``; default: the first one present.
+        progress: A bar over the samples.
 
     Raises:
         ConfigError: tacotoolbox is not installed, or an unknown product.
@@ -95,21 +102,24 @@ def write_taco(
     meta = _manifest_fields(dataset)
     layout: tuple[str, ...] | None = None
     samples = []
-    for sample_id, folder in folders:
-        files = tuple(sorted(p.name for p in folder.iterdir() if p.suffix == ".tif"))
-        if layout is None:
-            layout = files
-        elif files != layout:
-            raise InputFileError(
-                f"{folder} holds {', '.join(files)}, not {', '.join(layout)} as the first "
-                "sample: TACO wants every sample to hold the same files; export another product"
-            )
-        children = [Sample(id=Path(f).stem.lower(), path=folder / f) for f in files]
-        sample = Sample(id=sample_id, path=Tortilla(samples=children))
-        roi = folder.name if chosen != "synthetic" else folder.parent.name
-        fields = {k: _value(v) for k, v in meta.get(roi, {}).items()}
-        sample.extend_with({"roi_id": roi, **{k: fields.get(k) for k in _present(meta)}})
-        samples.append(sample)
+    with progress.bar("export", len(folders)) as bar:
+        for sample_id, folder in folders:
+            files = tuple(sorted(p.name for p in folder.iterdir() if p.suffix == ".tif"))
+            if layout is None:
+                layout = files
+            elif files != layout:
+                raise InputFileError(
+                    f"{folder} holds {', '.join(files)}, not {', '.join(layout)} as the first "
+                    "sample: TACO wants every sample to hold the same files; export another "
+                    "product"
+                )
+            children = [Sample(id=Path(f).stem.lower(), path=folder / f) for f in files]
+            sample = Sample(id=sample_id, path=Tortilla(samples=children))
+            roi = folder.name if chosen != "synthetic" else folder.parent.name
+            fields = {k: _value(v) for k, v in meta.get(roi, {}).items()}
+            sample.extend_with({"roi_id": roi, **{k: fields.get(k) for k in _present(meta)}})
+            samples.append(sample)
+            bar.advance()
     name = str(record.get("name") or dataset.resolve().name)
     taco = Taco(
         tortilla=Tortilla(samples=samples),

@@ -17,13 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 TACO_PYTHON = REPO / ".venv-taco" / "bin" / "python"
 # Run by tacoreader's own environment (duckdb<2): every sample, its metadata and its files.
 READ_BACK = """
-import json, sys
+import json, os, sys
 import tacoreader
 ds = tacoreader.load(sys.argv[1])
 samples = ds.data.to_arrow().to_pylist()
 children = [ds.read(i).to_arrow().to_pylist() for i in range(len(samples))]
 print(json.dumps({"id": ds.id, "version": ds.version, "licenses": ds.licenses,
                   "samples": samples, "children": children}, default=str))
+sys.stdout.flush()
+# The reader's native threads (DuckDB, obstore) sometimes abort at interpreter exit
+# ("terminate called without an active exception", once in a few runs): its work is done.
+os._exit(0)
 """
 
 

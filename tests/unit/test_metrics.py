@@ -74,3 +74,28 @@ def test_pearson_joint_sees_the_relation_between_bands() -> None:
     a = np.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 1, 2)
     b = np.array([2.0, 4.0, 6.0, 9.0]).reshape(2, 1, 2)
     assert metrics.pearson_joint(a, b) == pytest.approx(11.5 / math.sqrt(5 * 26.75))
+
+
+def test_opensr_test_pbias_and_image_angle_by_hand() -> None:
+    ref = np.array([[[0.1, 0.2], [0.4, 0.0]]])  # one band, 2 x 2; one zero pixel
+    pred = np.array([[[0.2, 0.2], [0.3, 0.0]]])
+    # ratios |p - r| / r: 1.0, 0 -> clamped 0.01, 0.25, 0 / 0 -> 0.01
+    assert metrics.pbias_ratio(pred, ref) == pytest.approx((1.0 + 0.01 + 0.25 + 0.01) / 4)
+    # A huge error is clamped to 100; a negative reference counts as the lower clamp.
+    assert metrics.pbias_ratio(np.array([[50.0]]), np.array([[0.1]])) == pytest.approx(100.0)
+    assert metrics.pbias_ratio(np.array([[0.2]]), np.array([[-0.1]])) == pytest.approx(0.01)
+    assert metrics.pbias_ratio(ref, ref) == pytest.approx(0.01)  # the best possible value
+
+    a = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])  # two bands, two pixels
+    b = np.array([[[0.0, 1.0]], [[1.0, 0.0]]])
+    # Per pixel the spectra are orthogonal (90 degrees each); flattened, (1,0,0,1) and
+    # (0,1,1,0) are orthogonal too. Another pair tells the two apart:
+    assert metrics.sam_image(a, b) == pytest.approx(90.0)
+    c = np.array([[[1.0, 1.0]], [[0.0, 0.0]]])
+    d = np.array([[[1.0, 2.0]], [[0.0, 0.0]]])
+    # per pixel both spectra point the same way (0 degrees); flattened, (1,1,0,0) vs (1,2,0,0)
+    assert metrics.sam(c, d) == pytest.approx(0.0, abs=1e-6)
+    expected = math.degrees(math.acos(3.0 / (math.sqrt(2.0) * math.sqrt(5.0))))
+    assert metrics.sam_image(c, d) == pytest.approx(expected)
+    with pytest.raises(MetricInputError, match="all zeros"):
+        metrics.sam_image(np.zeros((2, 1, 2)), d)

@@ -112,3 +112,25 @@ def test_table2_scores_every_method_with_the_callers_metrics_in_their_order() ->
     assert table["statistical"]["mae"] < table["raw"]["mae"]
     with pytest.raises(DegradationError, match="at least one pair and one metric"):
         table2(model, chips, {})
+
+
+def test_table2_statistical_rows_are_gamma_percentiles_with_simple_noise_by_default() -> None:
+    chips = _rendered_pairs(1, seed=4)
+    model = load_model("sen2naip")
+
+    def mean(pred: np.ndarray, ref: np.ndarray) -> float:
+        return float(np.mean(pred))
+
+    rows = ("statistical_p10", "statistical_p50", "statistical_p90", "statistical")
+    table = table2(model, chips, {"mean": mean}, methods=rows)
+    # x ** (1 / gamma) on reflectance < 1: a larger gamma brightens the image.
+    assert table["statistical_p10"]["mean"] < table["statistical_p50"]["mean"]
+    assert table["statistical_p50"]["mean"] < table["statistical_p90"]["mean"]
+    assert table["statistical"]["mean"] == table["statistical_p50"]["mean"]  # the default
+    # The noise: simple by default; the model's matrix on request gives other draws.
+    matrix = table2(model, chips, {"mean": mean}, methods=rows[:1], noise="matrix")
+    assert matrix["statistical_p10"]["mean"] != table["statistical_p10"]["mean"]
+    with pytest.raises(DegradationError, match="noise must be one of"):
+        table2(model, chips, {"mean": mean}, noise="pink")
+    with pytest.raises(DegradationError, match="unknown Table 2 row"):
+        table2(model, chips, {"mean": mean}, methods=("statistical_pxx",))
