@@ -626,9 +626,15 @@ def _write_record(out: Path, record: dict[str, Any], previous: dict[str, Any] | 
     elif previous is not None:
         record["updated"] = _now()
     _write_json(out / DATASET_JSON, record)
-    from harvest.diskio import atomic_write_bytes
+    import json
 
-    atomic_write_bytes(out / CHANGELOG, _changelog(record).encode())
+    from harvest.diskio import atomic_write_bytes
+    from harvest.store import json_bytes
+
+    # Rendered from the record as written (keys sorted), so a run that resumes after a kill
+    # and reads dataset.json back renders the same bytes as one that never stopped.
+    written = json.loads(json_bytes(record))
+    atomic_write_bytes(out / CHANGELOG, _changelog(written).encode())
 
 
 def _changelog(record: dict[str, Any]) -> str:

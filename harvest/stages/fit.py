@@ -68,6 +68,7 @@ from harvest.metrics import (
 from harvest.progress import NO_PROGRESS, Progress
 from harvest.stages._degradation import parse_list, read_json, read_raster, write_npz
 from harvest.store import atomic_folder
+from harvest.writers.sen2naip import chip_split_of
 
 logger = logging.getLogger(__name__)
 
@@ -328,23 +329,6 @@ class FitSummary:
             + (f", trained {'+'.join(self.trained)}" if self.trained else "")
             + f" in {self.seconds:.0f} s -> {self.model_dir}"
         )
-
-
-def chip_split_of(meta: dict[str, Any]) -> str:
-    """``train`` or ``test`` of a chip's metadata.json, in any form a SEN2NAIP folder holds it.
-
-    The paper's ``test`` field holds the string ``"train"`` or ``"test"``; earlier harvest
-    versions wrote a boolean there; harvest also writes ``split``. A chip without any is train.
-    """
-    value = meta.get("test")
-    if isinstance(value, str) and value.strip().lower() in ("train", "test"):
-        return value.strip().lower()
-    if isinstance(value, bool):
-        return "test" if value else "train"
-    split = meta.get("split")
-    if isinstance(split, str) and split in ("train", "test"):
-        return split
-    return "train"
 
 
 def run(

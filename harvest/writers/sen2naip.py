@@ -136,3 +136,20 @@ class Sen2naipWriter:
             "epsg": metadata.get("proj:epsg"),
             "dt_hours": metadata.get("dt_hours"),
         }
+
+
+def chip_split_of(meta: dict[str, Any]) -> str:
+    """``train`` or ``test`` of a chip's metadata.json, in any form a SEN2NAIP folder holds it.
+
+    The paper's ``test`` field holds the string ``"train"`` or ``"test"``; earlier harvest
+    versions wrote a boolean there; harvest also writes ``split``. A chip without any is train.
+    """
+    value = meta.get("test")
+    if isinstance(value, str) and value.strip().lower() in ("train", "test"):
+        return value.strip().lower()
+    if isinstance(value, bool):
+        return "test" if value else "train"
+    split = meta.get("split")
+    if isinstance(split, str) and split in ("train", "test"):
+        return split
+    return "train"

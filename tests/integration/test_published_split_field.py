@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harvest.stages.fit import chip_split_of, read_pairs
+from harvest.stages.fit import read_pairs
+from harvest.writers.sen2naip import chip_split_of
 
 
 @pytest.mark.parametrize(
