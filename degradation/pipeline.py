@@ -148,7 +148,8 @@ class Degrader:
         if model.unet is not None:
             kwargs["unet"] = UNetHarmonizer(model.unet, factor=model.psf.factor)
         if model.vae is not None:
-            kwargs["vae"] = VAEHarmonizer(model.vae)
+            # Histograms of the HR at the LR grid, as the VAE was trained (issue 16).
+            kwargs["vae"] = VAEHarmonizer(model.vae, input_factor=model.psf.factor)
         return replace(cls(**kwargs), mode=mode, **overrides)
 
     def _gammas(self, gen: np.random.Generator, n: int, c: int) -> np.ndarray:

@@ -232,22 +232,45 @@ class VAEHarmonizer:
         vae: the histogram VAE.
         target: "uniform" (default) or "published" (see the module doc).
         min_fraction: threshold on predicted fractions.
+        input_factor: the VAE's input histograms are those of the HR brought to the LR grid
+            (antialiased downsampling by this factor), as the VAE was trained
+            (:mod:`degradation.fit.networks`); 1 reads them on the HR as given (the published
+            code's inference). The predicted histogram is then matched on the full-resolution
+            HR either way.
     """
 
     vae: HistogramVAE
     target: str = "uniform"
     min_fraction: float = MIN_FRACTION
+    input_factor: int = 1
 
     def __post_init__(self) -> None:
         """Validate the configuration."""
         if self.target not in TARGETS:
             raise DegradationError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.input_factor < 1:
+            raise DegradationError(f"input_factor must be >= 1, got {self.input_factor}")
+
+    def _input(self, hr: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """The image whose histograms the VAE reads: the HR at the LR grid (see the class)."""
+        if self.input_factor == 1:
+            return hr
+        from degradation.resample import downsample
+
+        t = torch.as_tensor(hr)
+        batched = t if t.ndim == 4 else t[None]
+        low = downsample(batched.to(torch.float32), self.input_factor, antialias=True)
+        assert isinstance(low, torch.Tensor)
+        low = low if t.ndim == 4 else low[0]
+        return low if isinstance(hr, torch.Tensor) else low.numpy()
 
     def __call__(
         self, hr: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> np.ndarray | torch.Tensor:
         """Harmonise ``hr`` ([C, H, W] or [B, C, H, W]); same type, rank and dtype out."""
-        pred = predict_histogram(self.vae, hr, generator=generator, min_fraction=self.min_fraction)
+        pred = predict_histogram(
+            self.vae, self._input(hr), generator=generator, min_fraction=self.min_fraction
+        )
         if self.target == "uniform":
             return match_to_histogram(hr, pred)
         pred_np = np.asarray(pred.numpy() if isinstance(pred, torch.Tensor) else pred, np.float64)

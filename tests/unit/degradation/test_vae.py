@@ -90,3 +90,28 @@ def test_state_dict_errors_and_band_mismatch() -> None:
         VAEHarmonizer(vae, target="random")
     with pytest.raises(DegradationError, match="inside"):
         input_histograms(torch.full((4, 5, 5), 2.0))
+
+
+def test_the_vae_reads_the_histograms_of_the_hr_at_the_lr_grid() -> None:
+    """As trained (degradation.fit.networks: HR downsampled with antialias): input_factor."""
+    from degradation.harmonize.histogram import match_to_histogram
+    from degradation.pipeline import Degrader
+    from degradation.pretrained import load_model
+    from degradation.resample import downsample
+
+    torch.manual_seed(0)  # only to fill random test weights
+    vae = HistogramVAE(hidden=32, latent=4).eval()
+    # A noisy image: its 2.5 m histogram is wider than its 10 m one.
+    hr = (_images(1, 160)[0] * 0.5 + 0.3 * torch.rand(4, 160, 160)).clamp(0, 1)
+    low = downsample(hr[None], 4, antialias=True)[0]
+    out = VAEHarmonizer(vae, input_factor=4)(hr)
+    expected = match_to_histogram(hr, predict_histogram(vae, low))
+    torch.testing.assert_close(out, expected)
+    assert not torch.equal(out, VAEHarmonizer(vae)(hr))  # input_factor=1: the HR as given
+    out_np = VAEHarmonizer(vae, input_factor=4)(hr.numpy())
+    np.testing.assert_allclose(out_np, out.numpy(), atol=1e-6)
+    with pytest.raises(DegradationError, match="input_factor"):
+        VAEHarmonizer(vae, input_factor=0)
+    # The Degrader of a model feeds its VAE at the model's LR grid.
+    degrader = Degrader.from_model(load_model("sen2naip"), mode="variational")
+    assert degrader.vae is not None and degrader.vae.input_factor == 4
