@@ -261,8 +261,80 @@ def _split_config(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any],
     return model_cfg, dict(data.get("preprocess_cfg", {}))
 
 
+class _OpenClipTables:
+    """open_clip's architecture configs and pretrained-tag tables, without importing torch.
+
+    ``import open_clip`` imports torch (2-3 s); finding which weight file a tag names needs
+    only two data tables. When open_clip is not imported yet, its ``pretrained`` module (plain
+    dicts; its optional safetensors import, which pulls torch, is held back) is loaded under a
+    private package name and the model configs are read from their JSON files, so a missing
+    weight file is reported within a second. Once open_clip is imported (or if anything here
+    fails), open_clip itself answers, with any config a user added to it.
+    """
+
+    _PKG = "harvest._open_clip_tables"
+
+    def __init__(self) -> None:
+        import importlib
+        import importlib.util
+        import sys
+        import types
+
+        self.full: Any = sys.modules.get("open_clip")
+        self.pretrained: Any = None
+        self.configs: dict[str, dict[str, Any]] = {}
+        if self.full is not None:
+            return
+        try:
+            spec = importlib.util.find_spec("open_clip")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("open_clip")
+            folder = Path(list(spec.submodule_search_locations)[0])
+            if self._PKG + ".pretrained" not in sys.modules:
+                pkg = types.ModuleType(self._PKG)
+                pkg.__path__ = [str(folder)]
+                sys.modules[self._PKG] = pkg
+                held = "safetensors.torch" not in sys.modules
+                if held:
+                    sys.modules["safetensors.torch"] = None  # type: ignore[assignment]
+                try:
+                    importlib.import_module(self._PKG + ".pretrained")
+                finally:
+                    if held:
+                        del sys.modules["safetensors.torch"]
+            self.pretrained = sys.modules[self._PKG + ".pretrained"]
+            for path in sorted((folder / "model_configs").glob("*.json")):
+                cfg = json.loads(path.read_text())
+                if all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                    self.configs[path.stem] = cfg
+        except Exception:  # noqa: BLE001 - any surprise: let open_clip answer itself
+            import open_clip
+
+            self.full = open_clip
+
+    def get_model_config(self, name: str) -> dict[str, Any] | None:
+        if self.full is not None:
+            cfg = self.full.get_model_config(name)
+            return None if cfg is None else dict(cfg)
+        cfg = self.configs.get(name)
+        return copy.deepcopy(cfg) if cfg is not None else None
+
+    def list_models(self) -> list[str]:
+        if self.full is not None:
+            return list(self.full.list_models())
+        return list(self.configs)
+
+    def get_pretrained_cfg(self, name: str, tag: str) -> dict[str, Any]:
+        source = self.full if self.full is not None else self.pretrained
+        return dict(source.get_pretrained_cfg(name, tag) or {})
+
+    def list_pretrained_tags_by_model(self, name: str) -> list[str]:
+        source = self.full if self.full is not None else self.pretrained
+        return list(source.list_pretrained_tags_by_model(name))
+
+
 def _builtin_arch(model: str) -> tuple[str, dict[str, Any]]:
-    import open_clip
+    open_clip = _OpenClipTables()
 
     name = model.replace("/", "-")  # open_clip accepts "ViT-B/32" for "ViT-B-32"
     cfg = open_clip.get_model_config(name)
@@ -329,7 +401,7 @@ def _resolve(spec: WeightsSpec, cache_dir: Path | None) -> tuple[ResolvedWeights
             )
         label = name
     else:
-        import open_clip
+        open_clip = _OpenClipTables()
 
         name, model_cfg = _builtin_arch(model)
         label = name

@@ -531,3 +531,44 @@ def test_importing_the_module_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_missing_pretrained_weights_are_said_before_torch_is_imported(tmp_path: Path) -> None:
+    """The pretrained-tag route too: open_clip's tables are read without importing torch."""
+    code = (
+        "import sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from harvest.embed import WeightsError, WeightsSpec, resolve_weights\n"
+        "try:\n"
+        "    spec = WeightsSpec('ViT-B-32', 'laion2b_s34b_b79k')\n"
+        f"    resolve_weights(spec, cache_dir={str(tmp_path)!r})\n"
+        "except WeightsError as exc:\n"
+        "    print('torch' in sys.modules, 'open_clip' in sys.modules, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("False False ")
+    assert f"{VIT_B_32_REPO}:open_clip_model.safetensors" in out.stdout
+
+
+def test_the_torch_free_tables_are_open_clips() -> None:
+    import open_clip
+
+    from harvest.embed import _OpenClipTables
+
+    # Build the light tables even though open_clip is imported in this process.
+    saved = sys.modules.pop("open_clip")
+    try:
+        light = _OpenClipTables()
+        assert light.full is None and light.pretrained is not None
+    finally:
+        sys.modules["open_clip"] = saved
+    for name in ("ViT-B-32", "ViT-L-14", "RN50"):
+        assert light.get_model_config(name) == open_clip.get_model_config(name)
+        assert light.list_pretrained_tags_by_model(name) == list(
+            open_clip.list_pretrained_tags_by_model(name)
+        )
+        for tag in open_clip.list_pretrained_tags_by_model(name):
+            assert light.get_pretrained_cfg(name, tag) == dict(
+                open_clip.get_pretrained_cfg(name, tag)
+            )
+    assert sorted(light.list_models()) == sorted(open_clip.list_models())
