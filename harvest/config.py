@@ -52,18 +52,24 @@ def load_model(model: type[M], path: Path) -> M:
         ConfigError: the file is missing, is not YAML, or does not validate; the message names
             the file and the first offending key.
     """
+    return parse_model(model, _read_text(path), str(path))
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; a missing file or a folder is a one-line ConfigError."""
     try:
-        text = path.read_text()
+        return Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist: check the path") from None
-    return parse_model(model, text, str(path))
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder: give a YAML file") from None
 
 
-def parse_model(model: type[M], text: str, source: str) -> M:
-    """Validate YAML ``text`` into ``model``; ``source`` names it in errors (a path, a name).
+def _yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """YAML ``text`` as a mapping; ``source`` names it in errors.
 
     Raises:
-        ConfigError: the text is not YAML or does not validate (first offending key named).
+        ConfigError: the text is not YAML, or not a mapping.
     """
     try:
         data = yaml.safe_load(text)
@@ -73,10 +79,23 @@ def parse_model(model: type[M], text: str, source: str) -> M:
         raise ConfigError(f"{source} is not valid YAML{at}: fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping of keys to values")
+    return data
+
+
+def _validate(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def parse_model(model: type[M], text: str, source: str) -> M:
+    """Validate YAML ``text`` into ``model``; ``source`` names it in errors (a path, a name).
+
+    Raises:
+        ConfigError: the text is not YAML or does not validate (first offending key named).
+    """
+    return _validate(model, _yaml_mapping(text, source), source)
 
 
 def config_hash(model: BaseModel) -> str:
@@ -294,26 +313,10 @@ def load_build_config(path: Path, overrides: Sequence[str] = ()) -> BuildConfig:
         ConfigError: missing or invalid file, unknown key, wrong type, bad override, or a file
             the config names that does not exist (one line naming the key or path).
     """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config {path} is a folder: give a build config YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        at = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path} is not valid YAML{at}: fix the syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    data = _yaml_mapping(_read_text(path), str(path))
     for (keys, value), item in zip(parse_set(overrides), overrides, strict=True):
         _apply_set(data, keys, value, item)
-    try:
-        config = BuildConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    config = _validate(BuildConfig, data, str(path))
     _check_files(config, path)
     return _absolute(config)
 

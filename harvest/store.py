@@ -90,20 +90,19 @@ def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
 
 def json_bytes(obj: Any) -> bytes:
     """The JSON harvest writes: sorted keys, two-space indent, NaN as null, final newline."""
-    return (json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n").encode()
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` as JSON can hold it: numpy scalars as Python ones, NaN and infinities as None."""
     if isinstance(obj, float):
         return None if not np.isfinite(obj) else obj
-    if isinstance(obj, np.floating):
-        return _json_safe(float(obj))
-    if isinstance(obj, np.integer):
-        return int(obj)
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

@@ -12,7 +12,6 @@ The collection's licence is ``various``: one ``license`` link per source licence
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,15 +101,6 @@ def source_license(collection: str, provider: str) -> SourceLicense:
     )
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe scalars: NaN and numpy types become None and Python numbers."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_collection(
     out_dir: Path,
     *,
@@ -140,7 +130,7 @@ def write_collection(
     """
     import pystac
 
-    from harvest.store import atomic_folder
+    from harvest.store import atomic_folder, json_safe
 
     if samples:
         bounds = [_bounds(s.geometry) for s in samples]
@@ -172,7 +162,7 @@ def write_collection(
             pystac.Link("license", lic.href, media_type="text/html", title=lic.title)
         )
     for s in samples:
-        props = {k: _clean(v) for k, v in s.properties.items()}
+        props = {k: json_safe(v) for k, v in s.properties.items()}
         props.update({"ml-aoi:split": s.split, "harvest:product": s.product})
         item = pystac.Item(
             id=s.item_id,

@@ -14,7 +14,6 @@ stac-geoparquet). The tests do so in their own venv (``tests/integration/setup_t
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,14 +52,6 @@ def _import_tacotoolbox() -> Any:
     return tacotoolbox
 
 
-def _value(v: Any) -> Any:
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def write_taco(
     dataset: Path,
     output: Path,
@@ -87,6 +78,7 @@ def write_taco(
     from tacotoolbox.taco.datamodel import Provider
 
     from harvest.diskio import temp_name
+    from harvest.store import json_safe
 
     if product is not None and product not in PRODUCTS:
         raise ConfigError(f"--product {product!r} is not one of {', '.join(PRODUCTS)}")
@@ -116,7 +108,7 @@ def write_taco(
             children = [Sample(id=Path(f).stem.lower(), path=folder / f) for f in files]
             sample = Sample(id=sample_id, path=Tortilla(samples=children))
             roi = folder.name if chosen != "synthetic" else folder.parent.name
-            fields = {k: _value(v) for k, v in meta.get(roi, {}).items()}
+            fields = {k: json_safe(v) for k, v in meta.get(roi, {}).items()}
             sample.extend_with({"roi_id": roi, **{k: fields.get(k) for k in _present(meta)}})
             samples.append(sample)
             bar.advance()
