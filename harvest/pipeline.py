@@ -960,7 +960,7 @@ def run_extend(
     today = today or date.today()
     ctx = _Context(config, out, Progress.of(progress), demo_world_env, ee_project_env, today)
     with _dataset_lock(out):
-        pending = _pending_extension(out, record, n, since, today)
+        pending = _pending_extension(out, record, n, since, today, config.seed)
         try:
             return _extend(ctx, record, pending, started)
         except OSError as exc:
@@ -980,7 +980,7 @@ def _raise_if_network(exc: OSError) -> None:
 
 
 def _pending_extension(
-    out: Path, record: dict[str, Any], n: int, since: date | None, today: date
+    out: Path, record: dict[str, Any], n: int, since: date | None, today: date, seed: int
 ) -> dict[str, Any]:
     """This run's plan: the recorded one of an interrupted run, or a new one (written first)."""
     import numpy as np
@@ -1009,7 +1009,8 @@ def _pending_extension(
         "since_arg": since_iso,
         "since": first_day,
         "today": today.isoformat(),
-        "seed": int(np.random.SeedSequence([run_no, 0x5EED]).generate_state(1)[0]),
+        # The build's seed and the run number: the same on a retry, another per extension.
+        "seed": int(np.random.SeedSequence([seed, run_no]).generate_state(1)[0]),
         "version_before": str(record["version"]),
         "rois_before": rois,
         "kept_before": sorted(r for r, rec in records.items() if rec.status.value == "kept"),

@@ -121,3 +121,23 @@ def test_extend_refuses_what_is_not_a_finished_build(demo_world: Path, tmp_path:
     state.write_text(json.dumps({**json.loads(state.read_text()), "complete": False}))
     with pytest.raises(InputFileError, match="did not finish"):
         run_extend(out)
+
+
+def test_the_new_rois_follow_the_builds_seed(demo_world: Path, tmp_path: Path) -> None:
+    """Two copies of one dataset whose configs differ only in the seed draw other new ROIs."""
+    import shutil
+
+    import yaml
+
+    out = built(demo_world, tmp_path / "ds", n=2)
+    new: dict[int, list[tuple[float, float]]] = {}
+    for seed in (0, 1):
+        copy = tmp_path / f"seed-{seed}"
+        shutil.copytree(out, copy)
+        cfg = yaml.safe_load((copy / "config.yaml").read_text())
+        cfg.update(seed=seed, output=str(copy), prune=None)  # a selection keeps its seed
+        (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        run_extend(copy, n=3)
+        rois = gpd.read_parquet(copy / "rois.parquet").iloc[2:]
+        new[seed] = [(round(p.x, 6), round(p.y, 6)) for p in rois.geometry]
+    assert len(new[0]) == len(new[1]) == 3 and new[0] != new[1]
