@@ -448,21 +448,24 @@ def _open_world(ctx: _Context, steps: list[BuildStep]) -> str | Path:
     region: str | Path = ctx.config.region
     if ctx.config.catalog.source != "demo":
         return region
-    from harvest.demo.world import run_demo_world
+    from harvest.demo.truth import load_truth
+    from harvest.demo.world import MARKER, run_demo_world
 
     t0 = time.perf_counter()
     world = _demo_world(ctx)
-    built = run_demo_world(world, seed=ctx.config.seed, progress=ctx.progress.enabled)
+    given = world != ctx.out / _state_dir() / "demo-world"
+    if given and (world / MARKER).is_file():
+        # A world the user named (catalog.world, $HARVEST_DEMO_WORLD) is read as it is, whatever
+        # seed or harvest version made it: rebuilding it would replace files outside the output.
+        n_sites, reused = len(load_truth(world / "truth.json").sites), True
+    else:
+        built = run_demo_world(world, seed=ctx.config.seed, progress=ctx.progress.enabled)
+        n_sites, reused = built.n_sites, built.reused
     steps.append(
-        BuildStep(
-            "demo world",
-            f"{built.n_sites} sites in {built.out_dir}",
-            time.perf_counter() - t0,
-            built.reused,
-        )
+        BuildStep("demo world", f"{n_sites} sites in {world}", time.perf_counter() - t0, reused)
     )
     if ctx.config.region == DEMO_WORLD_REGION:
-        region = built.out_dir / "region.geojson"
+        region = world / "region.geojson"
     return region
 
 

@@ -130,6 +130,7 @@ def test_the_new_rois_follow_the_builds_seed(demo_world: Path, tmp_path: Path) -
     import yaml
 
     out = built(demo_world, tmp_path / "ds", n=2)
+    marker = (demo_world / ".harvest-demo-world.json").read_bytes()
     new: dict[int, list[tuple[float, float]]] = {}
     for seed in (0, 1):
         copy = tmp_path / f"seed-{seed}"
@@ -141,3 +142,5 @@ def test_the_new_rois_follow_the_builds_seed(demo_world: Path, tmp_path: Path) -
         rois = gpd.read_parquet(copy / "rois.parquet").iloc[2:]
         new[seed] = [(round(p.x, 6), round(p.y, 6)) for p in rois.geometry]
     assert len(new[0]) == len(new[1]) == 3 and new[0] != new[1]
+    # The world the configs name (outside the datasets) is used as it is, not rebuilt with seed 1.
+    assert (demo_world / ".harvest-demo-world.json").read_bytes() == marker
