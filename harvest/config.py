@@ -165,6 +165,22 @@ class DegradationConfig(StrictModel):
     )
 
 
+class SyntheticConfig(StrictModel):
+    """The synthetic set's HR images (``synthetic:``; SEN2NAIP's synthetic subset).
+
+    Attributes:
+        chip_px: HR image side in pixels at the recipe's HR pixel size (the paper: 1,100 at
+            2.5 m); it must nest on the LR grid (a multiple of 4 for SEN2NAIP).
+        blank_window_px: Side of the zero-variance window of the blank filter (the paper: 19).
+        images: Also write ``HR_<method>.tif`` and ``LR_<method>.tif`` per image (as ``harvest
+            degrade``); the paper published the HR and the histograms only.
+    """
+
+    chip_px: int = Field(default=1100, ge=8)
+    blank_window_px: int = Field(default=19, ge=2)
+    images: bool = False
+
+
 class PruneConfig(StrictModel):
     """Diversity pruning (``prune:``), as ``harvest prune``; ``prune: null`` keeps every image.
 
@@ -175,7 +191,8 @@ class PruneConfig(StrictModel):
             (seeded random weights of a small CLIP: runs offline, no semantics).
         pretrained: open_clip pretrained tag (found in the local Hugging Face cache).
         checkpoint: Local state dict for ``model`` (instead of ``pretrained``).
-        product: Which images to prune: ``synthetic`` when the build makes it, else
+        product: Which images to prune: ``synthetic`` (the early and late HR images of the
+            synthetic set, before it is degraded) when the build makes it, else
             ``cross-sensor``.
         precision: The embedding path: ``auto`` (the fastest that matches fp32 on this
             machine) or one by name (``fp32``, ``bf16``, ``int8``...).
@@ -209,6 +226,7 @@ class BuildConfig(StrictModel):
         products: What to write (sen2naip: ``cross-sensor`` and/or ``synthetic``).
         qa: QA limits.
         degradation: How ``synthetic`` is made.
+        synthetic: The synthetic set's HR images.
         prune: Diversity pruning, or null.
         seed: Seed of sampling, splits, degradation and pruning.
         workers: Local Dask worker processes for fetch (1: no Dask).
@@ -227,6 +245,7 @@ class BuildConfig(StrictModel):
     products: tuple[Literal["cross-sensor", "synthetic"], ...] = ("cross-sensor",)
     qa: QaConfig = QaConfig()
     degradation: DegradationConfig = DegradationConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
     prune: PruneConfig | None = None
     seed: int = 0
     workers: int = Field(default=1, ge=1)
@@ -261,7 +280,10 @@ class BuildConfig(StrictModel):
 
     def dataset_hash(self) -> str:
         """Hash of what the dataset is made of (the compute keys left out)."""
-        payload: Any = self.model_dump(mode="json", exclude=set(COMPUTE_KEYS))
+        exclude = set(COMPUTE_KEYS)
+        if "synthetic" not in self.products:
+            exclude.add("synthetic")  # unused; and the hashes of earlier folders stay the same
+        payload: Any = self.model_dump(mode="json", exclude=exclude)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

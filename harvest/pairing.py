@@ -30,6 +30,11 @@ Score (lower is better; the chosen pair has ``rank`` 0): smallest ``|dt|``, then
 angle (the larger of the two known absolute off-nadir angles; unknown counts as 0), then the LR
 item id and the HR item id in lexicographic order, so ties are broken the same way on every run
 and for any input order.
+
+:func:`early_late` is the synthetic set's search (SEN2NAIP: no LR side): per ROI the oldest
+(``early``, from ``recipe.hr_min_year`` on) and the most recent (``late``) HR acquisition that
+covers the whole chip, on two different UTC days; the same coverage, year and cloud rules, and
+``single_acquisition`` for a ROI with qualifying scenes of one day only.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class DropReason(StrEnum):
     HR_BEFORE_MIN_YEAR = "hr_before_min_year"
     CLOUDY = "cloudy"
     NO_PAIR_IN_TIME_WINDOW = "no_pair_in_time_window"
+    SINGLE_ACQUISITION = "single_acquisition"
 
 
 @lru_cache(maxsize=128)
@@ -551,7 +557,10 @@ def _drop_reasons(
     lr_ok: np.ndarray,
     hr_ok: np.ndarray,
     recipe: Recipe,
+    *,
+    lr: bool = True,
 ) -> tuple[DroppedRoi, ...]:
+    """The drop reason of every ROI not ``paired``; ``lr=False``: an HR-only search."""
     n = len(rois)
 
     def count(m: _SideMatch, mask: np.ndarray | None = None) -> np.ndarray:
@@ -578,6 +587,8 @@ def _drop_reasons(
 
     out = []
     for i in np.flatnonzero(~paired).tolist():
+        if not lr:
+            lr_any[i] = lr_full[i] = lr_clear[i] = 1  # no LR side to blame
         if lr_any[i] == 0:
             reason, detail = (
                 DropReason.NO_LR_SCENE,
@@ -608,9 +619,105 @@ def _drop_reasons(
             DroppedRoi(
                 roi_id=rois[i].roi_id,
                 reason=reason,
-                n_lr_scenes=int(lr_any[i]),
+                n_lr_scenes=int(lr_any[i]) if lr else 0,
                 n_hr_scenes=int(hr_any[i]),
                 detail=detail,
             )
         )
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class EarlyLate:
+    """The two HR acquisitions of one ROI of a synthetic set.
+
+    Attributes:
+        roi_id: The ROI.
+        early: The oldest qualifying scene.
+        late: The most recent qualifying scene (a later UTC day than ``early``).
+        n_scenes: Qualifying scenes of the ROI (covering, recent enough, clear enough).
+    """
+
+    roi_id: str
+    early: SceneRef
+    late: SceneRef
+    n_scenes: int
+
+
+@dataclass(frozen=True)
+class EarlyLateResult:
+    """Output of :func:`early_late`, in the input ROI order.
+
+    Attributes:
+        chosen: One entry per ROI with two acquisitions.
+        dropped: One entry per other ROI, with its reason (``n_lr_scenes`` is 0).
+    """
+
+    chosen: tuple[EarlyLate, ...]
+    dropped: tuple[DroppedRoi, ...]
+
+
+def early_late(
+    rois: Sequence[RoiFootprint], hr_scenes: Iterable[SceneRef], recipe: Recipe
+) -> EarlyLateResult:
+    """Choose the early and late HR acquisition of every ROI (see the module docstring).
+
+    Ties (two qualifying scenes of the same instant) go to the smaller item id, so the choice
+    does not depend on the order the catalog answered in.
+
+    Raises:
+        InputFileError: repeated roi_id values or a ROI without area.
+        CatalogError: scenes of another collection than the recipe's HR one.
+    """
+    _, hr = _check_inputs(rois, (), hr_scenes, recipe)
+    n = len(rois)
+    if n == 0:
+        return EarlyLateResult((), ())
+    roi_geoms = np.array([r.geometry for r in rois], dtype=object)
+    centroids = shapely.centroid(roi_geoms)
+    zones = utm_epsg(shapely.get_x(centroids), shapely.get_y(centroids))
+    epsgs = np.array([r.utm_epsg or int(z) for r, z in zip(rois, zones, strict=True)])
+    areas = _roi_areas_m2(roi_geoms, epsgs)
+    m = _match_side(
+        hr, shapely.STRtree(roi_geoms), roi_geoms, areas, recipe.max_scene_cloud_pct,
+        recipe.hr_min_year,
+    )  # fmt: skip
+    ok = m.full & m.year_ok & m.cloud_ok
+    by_roi: dict[int, list[SceneRef]] = {}
+    for r, si in zip(m.roi[ok].tolist(), m.scene[ok].tolist(), strict=True):
+        by_roi.setdefault(r, []).append(hr[si])
+    chosen: list[EarlyLate] = []
+    single = np.zeros(n, dtype=bool)
+    for i in range(n):
+        scenes = sorted(by_roi.get(i, ()), key=lambda s: (s.datetime, s.item_id))
+        if not scenes:
+            continue
+        early = scenes[0]
+        late = min(scenes, key=lambda s: (-s.datetime.timestamp(), s.item_id))
+        if late.datetime.date() == early.datetime.date():
+            single[i] = True
+            continue
+        chosen.append(EarlyLate(rois[i].roi_id, early, late, len(scenes)))
+    done = np.zeros(n, dtype=bool)
+    index = {r.roi_id: i for i, r in enumerate(rois)}
+    for c in chosen:
+        done[index[c.roi_id]] = True
+    none_i, none_b = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=bool)
+    no_lr = _SideMatch((), none_i, none_i, np.zeros(0), none_b, none_b, none_b)
+    dropped = list(_drop_reasons(rois, done | single, no_lr, m, none_b, ok, recipe, lr=False))
+    for i in np.flatnonzero(single).tolist():
+        dropped.append(
+            DroppedRoi(
+                roi_id=rois[i].roi_id,
+                reason=DropReason.SINGLE_ACQUISITION,
+                n_lr_scenes=0,
+                n_hr_scenes=len(by_roi[i]),
+                detail=(
+                    f"every {recipe.hr.collection} scene that qualifies is of "
+                    f"{by_roi[i][0].datetime.date()}: no early and late acquisition"
+                ),
+            )
+        )
+    order = {r.roi_id: i for i, r in enumerate(rois)}
+    dropped.sort(key=lambda d: order[d.roi_id])
+    return EarlyLateResult(tuple(chosen), tuple(dropped))

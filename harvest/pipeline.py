@@ -374,21 +374,24 @@ def run_build(
             )
         )
 
-        t0 = time.perf_counter()
         pairs_path = out / BUILD_PAIRS
-        reused = pairs_path.exists()
-        if not reused:
-            _search(ctx, rois_path, pairs_path, config.start, config.end)
-        n_paired = _count_pairs(pairs_path)
-        steps.append(
-            BuildStep(
-                "search",
-                f"{n_paired} of {n_rois} ROIs paired",
-                time.perf_counter() - t0,
-                reused,
+        if "cross-sensor" in config.products:
+            t0 = time.perf_counter()
+            reused = pairs_path.exists()
+            if not reused:
+                _search(ctx, rois_path, pairs_path, config.start, config.end)
+            n_paired = _count_pairs(pairs_path)
+            steps.append(
+                BuildStep(
+                    "search",
+                    f"{n_paired} of {n_rois} ROIs paired",
+                    time.perf_counter() - t0,
+                    reused,
+                )
             )
-        )
-        _fetch_and_after(ctx, pairs_path, steps)
+            _fetch_and_after(ctx, pairs_path, steps)
+        if "synthetic" in config.products:
+            _synthetic(ctx, rois_path, steps)
 
         previous = _read_json_or_none(out / DATASET_JSON)
         record = _dataset_record(ctx, rois_path, pairs_path, digest, previous)
@@ -534,23 +537,7 @@ def _fetch_and_after(ctx: _Context, pairs_path: Path, steps: list[BuildStep]) ->
             fetched.n_done_before == fetched.n_total,
         )
     )
-    if "synthetic" in config.products and fetched.n_kept > 0:
-        from harvest.stages import degrade
-
-        t0 = time.perf_counter()
-        d = config.degradation
-        degraded = degrade.run(
-            out, d.model, out, methods=d.methods, seed=config.seed, progress=ctx.progress
-        )
-        steps.append(
-            BuildStep(
-                "degrade",
-                f"{degraded.n_images} HR images x {len(degraded.methods)} methods",
-                time.perf_counter() - t0,
-                degraded.n_done_before == degraded.n_images,
-            )
-        )
-    if config.prune is not None and fetched.n_kept > 0:
+    if config.prune is not None and fetched.n_kept > 0 and config.prune_product() != "synthetic":
         from harvest.stages import prune
 
         t0 = time.perf_counter()
@@ -578,6 +565,123 @@ def _fetch_and_after(ctx: _Context, pairs_path: Path, steps: list[BuildStep]) ->
                 pruned.n_embedded == 0 and pruned.incremental and pruned.n_new == 0,
             )
         )
+
+
+def _synthetic(ctx: _Context, rois_path: Path, steps: list[BuildStep]) -> None:
+    """The synthetic set (:mod:`harvest.stages.synthetic`): each step resumes what is done."""
+    from harvest.backends.registry import ReaderSettings, open_catalog, signer_for
+    from harvest.hrefs import HrefPolicy, infer_catalog_kind
+    from harvest.recipes import load_recipe
+    from harvest.stages import synthetic
+    from harvest.stages.search import search_window
+
+    config, out = ctx.config, ctx.out
+    s = config.synthetic
+    recipe = synthetic.synthetic_recipe(load_recipe(config.recipe), s.chip_px)
+    demo = config.catalog.source == "demo"
+    source = str(_demo_world(ctx)) if demo else config.catalog.source
+
+    t0 = time.perf_counter()
+    first, last = search_window(recipe, config.start, config.end, ctx.today)
+    opened = open_catalog(
+        source,
+        profile=config.catalog.profile,
+        ee_project=config.catalog.ee_project or ctx.ee_project_env,
+        timeout_s=config.catalog.timeout_s,
+    )
+    found = synthetic.search(
+        rois_path,
+        recipe=recipe,
+        catalog=opened.catalog,
+        out_dir=out,
+        start=first,
+        end=last,
+        progress=ctx.progress,
+    )
+    steps.append(
+        BuildStep(
+            "search (synthetic)", found.line(), time.perf_counter() - t0, not found.n_searched
+        )
+    )
+
+    t0 = time.perf_counter()
+    policy = HrefPolicy.for_catalog(opened.kind or infer_catalog_kind(source))
+    readers = ReaderSettings.with_timeout(
+        config.catalog.timeout_s,
+        gdal_options={**ReaderSettings().gdal_options, **policy.gdal_options},
+        sign=signer_for(opened.catalog.provider, config.catalog.timeout_s),
+        drivers=policy.raster_drivers,
+        ee_project=config.catalog.ee_project or ctx.ee_project_env,
+    )
+    read = synthetic.read_images(
+        out,
+        recipe=recipe,
+        readers=readers,
+        policy=policy,
+        split_seed=config.seed,
+        blank_window_px=s.blank_window_px,
+        progress=ctx.progress,
+    )
+    steps.append(
+        BuildStep(
+            "read HR images + blank filter",
+            read.line(),
+            time.perf_counter() - t0,
+            read.n_done_before == read.n_chosen,
+        )
+    )
+
+    selection: Path | None = None
+    if config.prune is not None and read.n_kept > 0 and config.prune_product() == "synthetic":
+        from harvest.stages import prune
+
+        t0 = time.perf_counter()
+        selection = out / BUILD_SELECTION
+        pruned = prune.run(
+            out,
+            selection,
+            clusters=config.prune.clusters,
+            seed=config.seed,
+            strategy=config.prune.strategy,
+            weights=_prune_weights(ctx),
+            subset=synthetic.POOL_DIR,
+            workers=config.workers,
+            scheduler=config.scheduler,
+            precision=config.prune.precision,
+            progress=ctx.progress,
+        )
+        steps.append(
+            BuildStep(
+                "embed + prune",
+                f"{pruned.n_selected} of {pruned.n_images} early/late HR images selected, one "
+                f"per cluster ({pruned.n_clusters} clusters)",
+                time.perf_counter() - t0,
+                pruned.n_embedded == 0 and pruned.incremental and pruned.n_new == 0,
+            )
+        )
+    rois = synthetic.kept_rois(selection, out)
+    if rois:
+        t0 = time.perf_counter()
+        d = config.degradation
+        degraded = synthetic.write_synthetic(
+            out,
+            rois,
+            model=d.model,
+            methods=d.methods,
+            seed=config.seed,
+            images=s.images,
+            progress=ctx.progress,
+        )
+        steps.append(
+            BuildStep(
+                "harmonize + degrade",
+                f"{len(rois)} ROIs, {degraded.n_images} HR images x {len(degraded.methods)} "
+                "methods",
+                time.perf_counter() - t0,
+                degraded.n_done_before == degraded.n_images,
+            )
+        )
+    synthetic.write_table(out, selection)
 
 
 def _dataset_record(
@@ -785,7 +889,7 @@ def _count_rois(path: Path) -> int:
 def _count_pairs(path: Path) -> int:
     from harvest.tables import read_pairs
 
-    return len(read_pairs(path).rows)
+    return len(read_pairs(path).rows) if path.exists() else 0
 
 
 def _count_synthetic(out: Path) -> int:
@@ -822,6 +926,19 @@ def _dataset_counts(
                 counts[f"rejected_{reason}"] = counts.get(f"rejected_{reason}", 0) + 1
     if n_synthetic:
         counts["synthetic_images"] = n_synthetic
+    table = out / "synthetic.parquet"
+    if table.exists():
+        per_image = pq.read_table(table, columns=["roi_id", "status", "reasons"]).to_pylist()
+        per_roi = {r["roi_id"]: r for r in per_image}.values()
+        counts["synthetic_rois_searched"] = len(per_roi)
+        counts["synthetic_rois_early_late"] = sum(r["status"] != "dropped" for r in per_roi)
+        counts["synthetic_rois_pooled"] = sum(r["status"] == "kept" for r in per_roi)
+        counts["synthetic_rois"] = len({p.parent.name for p in (out / "synthetic").glob("*/*")})
+        for r in per_roi:
+            if r["status"] == "rejected":
+                for reason in filter(None, str(r["reasons"] or "").split(";")):
+                    key = f"synthetic_rejected_{reason}"
+                    counts[key] = counts.get(key, 0) + 1
     if n_selected is not None:
         counts["selected"] = n_selected
     return counts
@@ -1019,6 +1136,7 @@ def _pending_extension(
         "kept_before": sorted(r for r, rec in records.items() if rec.status.value == "kept"),
         "selected_before": sorted(_selected_paths(out / BUILD_SELECTION)),
         "pairs_before": _pair_ids(out / BUILD_PAIRS),
+        "synthetic_before": sorted(_synthetic_images(out)),
     }
     (out / _state_dir()).mkdir(parents=True, exist_ok=True)
     _write_json(path, pending)
@@ -1040,9 +1158,18 @@ def _selected_paths(path: Path) -> set[str]:
     return {r["path"] for r in t if r["selected"]}
 
 
+def _synthetic_images(out: Path) -> set[str]:
+    """The written synthetic images, as ``ROI/IMAGE``."""
+    return {
+        f"{p.parent.parent.name}/{p.parent.name}" for p in out.glob("synthetic/*/*/metadata.json")
+    }
+
+
 def _pair_ids(path: Path) -> dict[str, list[str]]:
     from harvest.tables import read_pairs
 
+    if not path.exists():
+        return {}
     return {
         r.roi_id: [r.pair.lr.item_id, r.pair.hr.item_id]
         for r in read_pairs(path).rows
@@ -1092,34 +1219,40 @@ def _extend(
             _merge_rois(out / BUILD_ROIS, new_rois_path)
         steps.append(BuildStep("sample", f"{len(new_ids)} new ROIs", time.perf_counter() - t0))
 
-        # 2. Search: new ROIs over the whole window; ROIs without a kept chip since `since`.
-        t0 = time.perf_counter()
-        kept_before = set(pending["kept_before"])
-        again = [r for r in pending["rois_before"] if r not in kept_before]
-        end = config.end or date.fromisoformat(pending["today"])
-        since_day = date.fromisoformat(pending["since"])
-        searches: list[Path] = []
-        if new_ids:
-            searches.append(
-                _staged_search(ctx, work, f"new-{run_no}", set(new_ids), config.start, config.end)
+        if "cross-sensor" in config.products:
+            # 2. Search: new ROIs over the whole window; ROIs without a kept chip since `since`.
+            t0 = time.perf_counter()
+            kept_before = set(pending["kept_before"])
+            again = [r for r in pending["rois_before"] if r not in kept_before]
+            end = config.end or date.fromisoformat(pending["today"])
+            since_day = date.fromisoformat(pending["since"])
+            searches: list[Path] = []
+            if new_ids:
+                searches.append(
+                    _staged_search(
+                        ctx, work, f"new-{run_no}", set(new_ids), config.start, config.end
+                    )
+                )
+            if again and since_day <= end:
+                searches.append(
+                    _staged_search(ctx, work, f"again-{run_no}", set(again), since_day, end)
+                )
+            changed = _merge_pairs(out / BUILD_PAIRS, searches, pending["pairs_before"])
+            steps.append(
+                BuildStep(
+                    "search",
+                    f"{len(new_ids)} new ROIs over the window, {len(again)} without a kept chip "
+                    f"from {since_day}; {len(changed)} with a new pair",
+                    time.perf_counter() - t0,
+                )
             )
-        if again and since_day <= end:
-            searches.append(
-                _staged_search(ctx, work, f"again-{run_no}", set(again), since_day, end)
-            )
-        changed = _merge_pairs(out / BUILD_PAIRS, searches, pending["pairs_before"])
-        steps.append(
-            BuildStep(
-                "search",
-                f"{len(new_ids)} new ROIs over the window, {len(again)} without a kept chip "
-                f"from {since_day}; {len(changed)} with a new pair",
-                time.perf_counter() - t0,
-            )
-        )
-        _forget_stale_chips(out, out / BUILD_PAIRS)
+            _forget_stale_chips(out, out / BUILD_PAIRS)
 
-        # 3. Fetch + QA, degrade, incremental pruning: each resumes from what is done.
-        _fetch_and_after(ctx, out / BUILD_PAIRS, steps)
+            # 3. Fetch + QA, degrade, incremental pruning: each resumes from what is done.
+            _fetch_and_after(ctx, out / BUILD_PAIRS, steps)
+        if "synthetic" in config.products:
+            # New ROIs only: ROIs searched before keep their early and late images.
+            _synthetic(ctx, out / BUILD_ROIS, steps)
 
     # 4. What this run added, and the new version.
     from harvest.store import load_records
@@ -1136,7 +1269,8 @@ def _extend(
     new_failed = sum(status_of.get(r) == "failed" for r in new_pairs)
     new_selected = len(_selected_paths(out / BUILD_SELECTION) - set(pending["selected_before"]))
     version_before = str(pending["version_before"])
-    grew = bool(new_kept) or new_selected > 0
+    new_synthetic = sorted(_synthetic_images(out) - set(pending.get("synthetic_before", [])))
+    grew = bool(new_kept) or new_selected > 0 or bool(new_synthetic)
     previous = _read_json_or_none(out / DATASET_JSON)
     assert previous is not None
     new_record = _dataset_record(
@@ -1161,6 +1295,7 @@ def _extend(
                     "rejected": new_rejected,
                     "failed (tried again next run)": new_failed,
                     "newly selected by pruning": new_selected,
+                    **({"new synthetic images": len(new_synthetic)} if new_synthetic else {}),
                 },
             }
         )

@@ -47,7 +47,8 @@ PAIRS_SCHEMA_VERSION = 1
 _TS = pa.timestamp("us", tz="UTC")
 
 
-def _scene_fields(prefix: str) -> list[pa.Field]:
+def scene_fields(prefix: str) -> list[pa.Field]:
+    """The columns of one scene (:meth:`SceneRef.to_record`), each prefixed ``PREFIX_``."""
     return [
         pa.field(f"{prefix}_item_id", pa.string(), nullable=False),
         pa.field(f"{prefix}_collection", pa.string(), nullable=False),
@@ -89,8 +90,8 @@ PAIRS_SCHEMA = pa.schema(
         pa.field("hr_coverage_pct", pa.float64(), nullable=False),
         pa.field("cloud_score_pct", pa.float64(), nullable=False),
         pa.field("view_score_deg", pa.float64(), nullable=False),
-        *_scene_fields("lr"),
-        *_scene_fields("hr"),
+        *scene_fields("lr"),
+        *scene_fields("hr"),
     ]
 )
 """Columns of pairs.parquet, in order."""

@@ -45,6 +45,7 @@ if not (dataset / "dataset.json").exists():
             "min_distance_km": 1.25,
             "output": str(dataset),
             "products": ["cross-sensor", "synthetic"],
+            "synthetic": {"chip_px": 400},
             "prune": {"clusters": 1, "model": "demo"},
         }
     )

@@ -15,11 +15,12 @@
 # # The degradation models: what harmonization does, and the fitted PSF
 #
 # SEN2NAIP's synthetic set brings NAIP's radiometry to Sentinel-2's (harmonization) and then
-# blurs, downsamples and adds noise (degradation). `harvest degrade` writes, per HR image and
-# method, the harmonized HR (`HR_<method>.tif`) and the S2-like LR (`LR_<method>.tif`). Here we
-# look at one image of the demo dataset (`$HARVEST_NOTEBOOK_DATASET`, else built into
-# `demo-out/`), then fit the degradation on its real LR/HR pairs and compare the fitted PSF with
-# the demo world's ground truth.
+# blurs, downsamples and adds noise (degradation). As the paper published it, a synthetic image
+# folder holds the NAIP HR and, per method, the histograms of its harmonized version; the
+# harmonized HR and the S2-like LR are made on the fly (`degradation.pipeline.Degrader`, which
+# `harvest.datasets.SEN2NAIP` runs per sample). Here we look at one image of the demo dataset
+# (`$HARVEST_NOTEBOOK_DATASET`, else built into `demo-out/`), then fit the degradation on its
+# real LR/HR pairs and compare the fitted PSF with the demo world's ground truth.
 
 # %%
 import json
@@ -31,6 +32,8 @@ import numpy as np
 import rasterio
 import yaml
 
+from degradation.pipeline import Degrader
+from degradation.pretrained import load_model
 from harvest.config import BuildConfig
 from harvest.demo.truth import load_truth
 from harvest.pipeline import run_build
@@ -47,6 +50,7 @@ if not (dataset / "dataset.json").exists():
                 "min_distance_km": 1.25,
                 "output": str(dataset),
                 "products": ["cross-sensor", "synthetic"],
+                "synthetic": {"chip_px": 400},
                 "prune": {"clusters": 1, "model": "demo"},
             }
         )
@@ -68,15 +72,17 @@ def show(data: np.ndarray) -> np.ndarray:
 
 
 methods = ("statistical", "deterministic", "variational")
-hr = read(image / "HR.tif")
+hr = read(image / "HR.tif") / 10_000  # uint16 reflectance x 10,000
+model = load_model("sen2naip")
+made = {m: Degrader.from_model(model, mode=m)(hr, 0) for m in methods}
 fig, axes = plt.subplots(2, 4, figsize=(14, 7))
 axes[0, 0].imshow(show(hr))
 axes[0, 0].set_title("NAIP HR (as read)")
 axes[1, 0].axis("off")
 for k, method in enumerate(methods, start=1):
-    axes[0, k].imshow(show(read(image / f"HR_{method}.tif")))
+    axes[0, k].imshow(show(np.asarray(made[method].hr)))
     axes[0, k].set_title(f"HR {method}")
-    axes[1, k].imshow(show(read(image / f"LR_{method}.tif")))
+    axes[1, k].imshow(show(np.asarray(made[method].lr)))
     axes[1, k].set_title(f"LR {method} (10 m)")
 for ax in axes.ravel():
     ax.set_xticks([])
@@ -95,7 +101,7 @@ fig, axes = plt.subplots(1, 4, figsize=(15, 3.5), sharey=True)
 for b, ax in enumerate(axes):
     ax.hist(hr[b].ravel(), bins=bins, histtype="step", color="k", label="NAIP")
     for method in methods:
-        ax.hist(read(image / f"HR_{method}.tif")[b].ravel(), bins=bins, histtype="step",
+        ax.hist(np.asarray(made[method].hr)[b].ravel(), bins=bins, histtype="step",
                 label=method)  # fmt: skip
     ax.set_title(meta["bands"][b])
 axes[0].legend()

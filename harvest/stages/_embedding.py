@@ -69,7 +69,7 @@ class DatasetImage:
 
 
 # The sub-folders of a dataset layout that hold images (``subset=`` picks one of them).
-SUBSETS = ("cross-sensor", "kept", "synthetic")
+SUBSETS = ("cross-sensor", "kept", "synthetic", "hr-pool")
 
 
 def find_images(
@@ -123,6 +123,13 @@ def find_images(
             image = folder / "HR.tif" if role == "hr" else _synthetic_lr(folder)
             if image is not None and image.is_file():
                 found.append(_image(root, image, folder.parent.name, folder.name, role))
+    pool = root / "hr-pool"
+    if pool.is_dir() and subset == "hr-pool" and role == "hr":
+        # The synthetic build's early and late HR images before pruning: only when asked for.
+        layout = True
+        for folder in sorted(d for d in pool.glob("*/*") if d.is_dir()):
+            if (folder / "HR.tif").is_file():
+                found.append(_image(root, folder / "HR.tif", folder.parent.name, folder.name, role))
     if not layout:
         for p in sorted(root.rglob("*")):
             rel_parts = p.relative_to(root).parts

@@ -11,6 +11,11 @@ HR image, written atomically, skipped when present)::
                                                       ``<method>`` (LR) and ``<method>_hr`` (HR_h)
     OUT/synthetic/ROI_xxxxx/IMAGE/metadata.json       ids, source, model, seed, gammas, grids
 
+With ``images=False`` (the synthetic build, as the paper published it) only ``HR.tif`` (uint16
+reflectance x 10,000), ``histograms.npz`` and ``metadata.json`` are written; metadata.json then
+carries the input folder's metadata.json fields (Table 1's) and ``d_sim_to_real``: per method the
+``[bands, 120]`` histogram fractions of HR_h, the target a dataloader matches the HR to.
+
 A ``harvest fetch`` folder contributes only its kept chips (``cross-sensor/``).
 ``ROI_xxxxx`` and ``IMAGE`` come from the input path: ``.../ROI_x/{early,late}/HR.tif`` keeps both
 names; ``.../ROI_x/HR.tif`` (a cross-sensor chip) uses ``ROI_x`` and the NAIP id of its
@@ -28,7 +33,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 DEGRADE_METHODS = ("raw", "statistical", "deterministic", "variational")
 SYNTHETIC_DIR = "synthetic"
+HR_UINT16_SCALE = 10_000
+"""uint16 HR GeoTIFFs hold reflectance x 10,000 (harvest's synthetic HR.tif)."""
 
 
 @dataclass(frozen=True)
@@ -132,26 +139,39 @@ def _reflectance(data: np.ndarray, dtype: str, path: Path) -> np.ndarray:
         return data.astype(np.float32)
     if dtype == "uint8":
         return data.astype(np.float32) / 255.0
-    raise DegradeError(f"{path} holds {dtype} values; give float reflectance or uint8 NAIP-like DN")
+    if dtype == "uint16":
+        return data.astype(np.float32) / HR_UINT16_SCALE
+    raise DegradeError(
+        f"{path} holds {dtype} values; give float reflectance, uint16 reflectance x 10000 or "
+        "uint8 NAIP-like DN"
+    )
 
 
 def _write_tif(
-    path: Path, data: np.ndarray, crs: Any, transform: Any, bands: Sequence[str]
+    path: Path,
+    data: np.ndarray,
+    crs: Any,
+    transform: Any,
+    bands: Sequence[str],
+    *,
+    uint16: bool = False,
 ) -> None:
     import rasterio
 
+    if uint16:
+        data = np.clip(np.rint(data * HR_UINT16_SCALE), 0, np.iinfo(np.uint16).max)
     profile = {
         "driver": "GTiff",
         "width": data.shape[2],
         "height": data.shape[1],
         "count": data.shape[0],
-        "dtype": "float32",
+        "dtype": "uint16" if uint16 else "float32",
         "crs": crs,
         "transform": transform,
         "compress": "zstd",
-        "predictor": 3,
+        "predictor": 2 if uint16 else 3,
         "tiled": data.shape[1] >= 256 and data.shape[2] >= 256,
-        "nodata": float("nan"),
+        "nodata": None if uint16 else float("nan"),
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
@@ -159,10 +179,18 @@ def _write_tif(
     # generic write error, harvest.diskio as one naming the file (and the run stops).
     with rasterio.MemoryFile() as mem:
         with mem.open(**profile) as ds:
-            ds.write(data.astype(np.float32))
+            ds.write(data.astype(np.uint16 if uint16 else np.float32))
             for i, b in enumerate(bands, start=1):
                 ds.set_band_description(i, b)
         write_file(path, mem.read())
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no second copy on disk), else a copy (another file system)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        write_file(dst, src.read_bytes())
 
 
 def _image_seed(seed: int, key: str, method_index: int) -> int:
@@ -201,6 +229,8 @@ def run(
     *,
     methods: Sequence[str] = ("statistical", "deterministic", "variational"),
     seed: int = 0,
+    only: Collection[tuple[str, str]] | None = None,
+    images: bool = True,
     progress: Progress | bool = NO_PROGRESS,
 ) -> DegradeSummary:
     """``harvest degrade``: HR_h, S2-like LR and histograms per HR image and method.
@@ -215,6 +245,9 @@ def run(
         out_dir: the dataset folder to write (``OUT/synthetic/...``).
         methods: Degrader methods, of :data:`DEGRADE_METHODS`.
         seed: the run seed of gammas, latents and noise.
+        only: Degrade only these ``(roi_id, image_id)`` of the images found.
+        images: Write ``HR_<method>.tif`` and ``LR_<method>.tif``; False: the paper's synthetic
+            layout (see the module docstring).
         progress: how to show progress (a bar on stderr, or nothing).
 
     Returns:
@@ -233,7 +266,9 @@ def run(
     methods = parse_list(list(methods), DEGRADE_METHODS, "method")
     if not methods:
         raise DegradeError(f"give at least one method of {', '.join(DEGRADE_METHODS)}")
-    images = find_hr_images(hr_dir)
+    found = find_hr_images(hr_dir)
+    if only is not None:
+        found = [i for i in found if (i.roi_id, i.image_id) in only]
     loaded = load_model(str(model))
     for m in methods:
         if m == "deterministic" and loaded.unet is None:
@@ -252,11 +287,12 @@ def run(
     # folder the first run was building.
     with folder_lock(out, dataset_lock_path(out)):
         return _degrade_locked(
-            images,
+            found,
             loaded,
             degraders,
             out,
             seed=seed,
+            write_images=images,
             progress=Progress.of(progress),
             started=started,
         )
@@ -269,6 +305,7 @@ def _degrade_locked(
     out: Path,
     *,
     seed: int,
+    write_images: bool = True,
     progress: Progress,
     started: float,
 ) -> DegradeSummary:
@@ -305,7 +342,12 @@ def _degrade_locked(
                 transform = info["transform"]
                 lr_transform = transform * transform.scale(factor, factor)
                 bands = list(loaded.bands)
-                _write_tif(tmp / "HR.tif", hr, info["crs"], transform, bands)
+                if write_images:
+                    _write_tif(tmp / "HR.tif", hr, info["crs"], transform, bands)
+                elif str(info["dtype"]) == "uint16":
+                    _link_or_copy(img.path, tmp / "HR.tif")  # already the layout's encoding
+                else:
+                    _write_tif(tmp / "HR.tif", hr, info["crs"], transform, bands, uint16=True)
                 hists: dict[str, np.ndarray] = {}
                 record: dict[str, Any] = {}
                 key = f"{img.roi_id}/{img.image_id}"
@@ -314,40 +356,55 @@ def _degrade_locked(
                     pair = degraders[m](hr, s)
                     hr_h = np.asarray(pair.hr, dtype=np.float32)
                     lr = np.asarray(pair.lr, dtype=np.float32)
-                    _write_tif(tmp / f"HR_{m}.tif", hr_h, info["crs"], transform, bands)
-                    _write_tif(tmp / f"LR_{m}.tif", lr, info["crs"], lr_transform, bands)
+                    if write_images:
+                        _write_tif(tmp / f"HR_{m}.tif", hr_h, info["crs"], transform, bands)
+                        _write_tif(tmp / f"LR_{m}.tif", lr, info["crs"], lr_transform, bands)
                     hists[m] = np.asarray(band_histograms(lr), dtype=np.float32)
                     hists[f"{m}_hr"] = np.asarray(band_histograms(hr_h), dtype=np.float32)
                     record[m] = {
                         "seed": s,
                         "gamma": None if pair.gamma is None else [float(v) for v in pair.gamma],
-                        "hr_file": f"HR_{m}.tif",
-                        "lr_file": f"LR_{m}.tif",
                         "lr_shape": list(lr.shape),
                     }
+                    if write_images:
+                        record[m].update(hr_file=f"HR_{m}.tif", lr_file=f"LR_{m}.tif")
                 write_npz(tmp / "histograms.npz", hists)
-                meta = {
-                    "roi_id": img.roi_id,
-                    "image_id": img.image_id,
-                    "source": str(img.path.resolve()),
-                    "model": loaded.name,
-                    "model_source": loaded.source,
-                    "bands": bands,
-                    "factor": factor,
-                    "methods": record,
-                    "histograms": {
-                        "file": "histograms.npz",
-                        "bins": 120,
-                        "range": [0.0, 1.0],
-                        "keys": "<method>: S2-like LR, <method>_hr: HR_h; [bands, 120] fractions",
-                    },
-                    "crs": None if info["crs"] is None else info["crs"].to_string(),
-                    "hr_transform": list(transform)[:6],
-                    "lr_transform": list(lr_transform)[:6],
-                    "hr_shape": list(hr.shape),
-                    "run_seed": seed,
-                    "harvest_version": __version__,
-                }
+                meta: dict[str, Any] = {}
+                source_meta = img.path.parent / "metadata.json"
+                if not write_images and source_meta.is_file():
+                    meta.update(read_json(source_meta))  # Table 1's fields of the image
+                meta.update(
+                    {
+                        "roi_id": img.roi_id,
+                        "image_id": img.image_id,
+                        "source": str(img.path.resolve()),
+                        "model": loaded.name,
+                        "model_source": loaded.source,
+                        "bands": bands,
+                        "factor": factor,
+                        "methods": record,
+                        "histograms": {
+                            "file": "histograms.npz",
+                            "bins": 120,
+                            "range": [0.0, 1.0],
+                            "keys": (
+                                "<method>: S2-like LR, <method>_hr: HR_h; [bands, 120] fractions"
+                            ),
+                        },
+                        "crs": None if info["crs"] is None else info["crs"].to_string(),
+                        "hr_transform": list(transform)[:6],
+                        "lr_transform": list(lr_transform)[:6],
+                        "hr_shape": list(hr.shape),
+                        "run_seed": seed,
+                        "harvest_version": __version__,
+                    }
+                )
+                if not write_images:
+                    meta["source"] = os.path.relpath(img.path.resolve(), out.resolve())
+                    meta["d_sim_to_real"] = {
+                        m: np.round(hists[f"{m}_hr"].astype(np.float64), 7).tolist()
+                        for m in methods
+                    }
                 write_file(tmp / "metadata.json", (json.dumps(meta, indent=2) + "\n").encode())
             n_written += 1
             bar.advance()

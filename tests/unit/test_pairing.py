@@ -20,6 +20,7 @@ from harvest.pairing import (
     COVERAGE_TOLERANCE_M2,
     DropReason,
     RoiFootprint,
+    early_late,
     pair_scenes,
     season_of,
     utm_epsg,
@@ -399,3 +400,47 @@ def test_many_rois_are_paired_without_quadratic_work(sen2naip: Recipe) -> None:
     assert len(res.pairs) + len(res.dropped) == 4000
     assert len(res.pairs) > 3000
     assert elapsed < 30.0
+
+
+def test_early_late_picks_the_oldest_and_newest_covering_scene(sen2naip: Recipe) -> None:
+    xs = {name: 5000.0 * i for i, name in enumerate(["ok", "one_day", "partial", "old", "none"])}
+
+    def at(name: str, half: float = 2000.0) -> BaseGeometry:
+        x = xs[name]
+        return utm_box(x - half, -half, x + half, half)
+
+    def y(year: int, month: int = 7, day: int = 1) -> datetime:
+        return datetime(year, month, day, tzinfo=UTC)
+
+    hr = [
+        # ok: four years; the 2010 flight is before 2011 and the partial one does not count.
+        naip("ok-2010", y(2010), at("ok")),
+        naip("ok-2013", y(2013), at("ok")),
+        naip("ok-2019", y(2019), at("ok")),
+        naip("ok-2021-b", y(2021), at("ok")),
+        naip("ok-2021-a", y(2021), at("ok")),  # same instant: the smaller id wins
+        naip("ok-2023-partial", y(2023), utm_box(xs["ok"] - 2000, -2000, xs["ok"], 2000)),
+        # one_day: two tiles of the same day are one acquisition.
+        naip("day-a", y(2020, 6, 5), at("one_day")),
+        naip("day-b", y(2020, 6, 5), at("one_day")),
+        naip("partial-1", y(2015), utm_box(xs["partial"] - 2000, -2000, xs["partial"], 2000)),
+        naip("old-1", y(2009), at("old")),
+        naip("old-2", y(2010), at("old")),
+    ]
+    rois = [roi(name, dx_m=x) for name, x in xs.items()]
+    res = early_late(rois, list(reversed(hr)), sen2naip)  # the catalog's order does not matter
+    assert [(c.roi_id, c.early.item_id, c.late.item_id, c.n_scenes) for c in res.chosen] == [
+        ("ok", "ok-2013", "ok-2021-a", 4)
+    ]
+    assert {d.roi_id: d.reason.value for d in res.dropped} == {
+        "one_day": "single_acquisition",
+        "partial": "partial_coverage",
+        "old": "hr_before_min_year",
+        "none": "no_hr_scene",
+    }
+    by_id = {d.roi_id: d for d in res.dropped}
+    assert "2020-06-05" in by_id["one_day"].detail and by_id["one_day"].n_hr_scenes == 2
+    assert all(d.n_lr_scenes == 0 for d in res.dropped)
+    assert [d.roi_id for d in res.dropped] == ["one_day", "partial", "old", "none"]
+    with pytest.raises(CatalogError, match="collection"):
+        early_late(rois, [s2("s2", T0)], sen2naip)
