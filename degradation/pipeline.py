@@ -20,6 +20,11 @@ Randomness comes only from the ``rng`` passed to each call (a numpy Generator, a
 (:func:`sample_seed` from a run seed and the sample index) gets the same output for any worker
 count. A Degrader pickles (TorchScript networks included), so it can be a DataLoader transform
 with worker processes. Build one from loaded weights with :meth:`Degrader.from_model`.
+
+:meth:`Degrader.degrade_image` is the path of a DataLoader worker: one numpy image on the CPU,
+float reflectance or integer codes (uint16 reflectance x 10000, uint8 DN), the same result as a
+call to float32 rounding, faster for the statistical mode (13 -> 8 ms for a 4 x 1100 x 1100
+float32 image on one thread; issue 16).
 """
 
 from __future__ import annotations
@@ -32,11 +37,17 @@ import torch
 
 from degradation._tensor import to_batched
 from degradation.errors import DegradationError
-from degradation.harmonize.gamma import SEN2NAIP_GAMMA, GammaModel, apply_gamma
+from degradation.harmonize.gamma import (
+    SEN2NAIP_GAMMA,
+    GammaModel,
+    apply_gamma,
+    apply_gamma_table,
+    gamma_table,
+)
 from degradation.harmonize.unet import UNetHarmonizer
 from degradation.harmonize.vae import VAEHarmonizer
 from degradation.noise import PAPER_NOISE_STD, NoiseMatrix, RandomSource, simple_noise
-from degradation.psf import GaussianPSF
+from degradation.psf import GaussianPSF, blur_downsample_blocks
 from degradation.resample import downsample
 
 MODES = ("raw", "statistical", "deterministic", "variational", "all")
@@ -82,6 +93,25 @@ def sample_seed(run_seed: int, index: int) -> int:
     """A per-sample seed from a run seed and a sample index (independent streams, any order)."""
     state = np.random.SeedSequence([int(run_seed), int(index)]).generate_state(2, np.uint32)
     return int(state[0]) << 32 | int(state[1])
+
+
+def counts_to_reflectance(
+    counts: np.ndarray, scale: float, nodata: int | float | None = None
+) -> np.ndarray:
+    """Decode an integer image to float32 reflectance: ``counts * scale``, ``nodata`` codes as 0.
+
+    Args:
+        counts: integer codes (e.g. uint16 reflectance x 10000: ``scale = 1e-4``).
+        scale: reflectance per code.
+        nodata: the code of missing pixels, or None.
+
+    Returns:
+        float32 array of the shape of ``counts`` (product computed in float32).
+    """
+    out = counts.astype(np.float32) * np.float32(scale)
+    if nodata is not None:
+        out[counts == nodata] = 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -190,6 +220,78 @@ class Degrader:
             return lr
         assert isinstance(noise, torch.Tensor)
         return lr + noise.to(lr.dtype)
+
+    def degrade_image(
+        self,
+        hr: np.ndarray,
+        rng: RandomSource,
+        *,
+        scale: float | None = None,
+        nodata: int | float | None = None,
+    ) -> DegradedPair:
+        """Degrade one image on the CPU, as a DataLoader worker does (issue 16).
+
+        The same result as ``self(hr, rng)`` (same draws from ``rng``, same outputs to float32
+        rounding), computed faster for the statistical mode: the PSF blur + downsampling as dense
+        block products (:func:`~degradation.psf.blur_downsample_blocks`), and for an integer
+        image the decoding and the gamma in one table lookup per band
+        (:func:`~degradation.harmonize.gamma.apply_gamma_table`). Other modes decode the image
+        and call the Degrader.
+
+        Args:
+            hr: [C, H, W] numpy array: float reflectance, or integer codes when ``scale`` is
+                given (uint16 reflectance x 10000 with ``scale=1e-4``; uint8 DN with
+                ``scale=1 / 255``).
+            rng: explicit random source, as for ``__call__``.
+            scale: reflectance per code of an integer ``hr``.
+            nodata: the code of missing pixels of an integer ``hr`` (read as reflectance 0).
+
+        Returns:
+            The :class:`DegradedPair`, with numpy arrays [C, H, W] and [C, H / f, W / f].
+
+        Raises:
+            DegradationError: on a wrong rank, or an integer image without ``scale``.
+        """
+        if not isinstance(hr, np.ndarray) or hr.ndim != 3:
+            raise DegradationError(
+                f"degrade_image takes one numpy image [C, H, W], got {type(hr).__name__} "
+                f"{getattr(hr, 'shape', '')}; call the Degrader for batches and tensors"
+            )
+        coded = np.issubdtype(hr.dtype, np.integer)
+        if coded and scale is None:
+            raise DegradationError(
+                f"hr has integer dtype {hr.dtype}: pass scale= (reflectance per code, e.g. 1e-4)"
+            )
+        step = 1.0 if scale is None else float(scale)
+        gen = _numpy_rng(rng)
+        mode = self.mode
+        if mode == "all":
+            # The draw __call__ makes for a single image, so the rest of gen is consumed alike.
+            mode = ALL_MODES[int(gen.integers(0, len(ALL_MODES), size=1)[0])]
+        if mode != "statistical":
+            x = counts_to_reflectance(hr, step, nodata) if coded else hr
+            degrader = self if mode == self.mode else replace(self, mode=mode)
+            return degrader(x, gen)
+        gamma = self._gammas(gen, 1, hr.shape[0])
+        if coded and hr.dtype in (np.uint8, np.uint16):
+            levels = counts_to_reflectance(np.arange(np.iinfo(hr.dtype).max + 1), step)
+            table = gamma_table(gamma[0], levels)
+            if nodata is not None and 0 <= nodata < levels.size and nodata == int(nodata):
+                table[:, int(nodata)] = gamma_table(gamma[0], np.zeros(1, np.float32))[:, 0]
+            hr_h = apply_gamma_table(hr, table)
+        else:
+            x = counts_to_reflectance(hr, step, nodata) if coded else hr
+            out = apply_gamma(x, gamma[0])
+            assert isinstance(out, np.ndarray)
+            hr_h = out
+        psf = self.psf
+        t = torch.from_numpy(hr_h)[None]
+        lr = blur_downsample_blocks(
+            t, psf.sigma_px, psf.factor, kernel_size=psf.kernel_size, truncate=psf.truncate
+        )
+        assert isinstance(lr, torch.Tensor)
+        lr = self._noise(lr, gen)
+        return DegradedPair(hr_h, lr[0].numpy(), mode, gamma[0], (mode,))
 
     def __call__(self, hr: np.ndarray | torch.Tensor, rng: RandomSource) -> DegradedPair:
         """Degrade ``hr`` ([C, H, W] or [B, C, H, W] reflectance in [0, 1]).

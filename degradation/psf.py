@@ -22,7 +22,7 @@ import torch
 
 from degradation._tensor import per_band, to_batched
 from degradation.errors import DegradationError
-from degradation.resample import apply_separable, build_operator
+from degradation.resample import apply_separable, apply_separable_blocks, build_operator
 
 #: Fitted PSF sigmas of SEN2NAIP (NAIP at 2.5 m to Sentinel-2 10 m), in HR pixels, R G B NIR.
 SEN2NAIP_SIGMA_PX: tuple[float, float, float, float] = (3.0, 2.9, 2.9, 3.4)
@@ -128,6 +128,31 @@ def blur_downsample(
     rows = build_operator(t.shape[-2], factor, antialias=False, prefilter=kern, padding=padding)
     cols = build_operator(t.shape[-1], factor, antialias=False, prefilter=kern, padding=padding)
     return restore(apply_separable(t, rows, cols))
+
+
+def blur_downsample_blocks(
+    x: np.ndarray | torch.Tensor,
+    sigma_px: float | Sequence[float] | np.ndarray = SEN2NAIP_SIGMA_PX,
+    factor: int = 4,
+    *,
+    kernel_size: int | None = None,
+    truncate: float = DEFAULT_TRUNCATE,
+    padding: str = "reflect",
+) -> np.ndarray | torch.Tensor:
+    """:func:`blur_downsample` as dense block matrix products, for CPU inference (issue 16).
+
+    The same linear map (same taps, same boundary handling), equal to float rounding: per band,
+    ``A_rows @ x @ A_cols.T`` with banded matrices built once per (size, sigma, factor) and
+    applied by BLAS in row blocks (:func:`~degradation.resample.apply_separable_blocks`), about
+    three times faster than the strided convolutions on one CPU thread. Arguments and result as
+    :func:`blur_downsample`.
+    """
+    t, restore = to_batched(x)
+    sig = per_band(sigma_px, t.shape[1], "sigma_px")
+    kern = gaussian_kernels(sig, kernel_size=kernel_size, truncate=truncate)
+    rows = build_operator(t.shape[-2], factor, antialias=False, prefilter=kern, padding=padding)
+    cols = build_operator(t.shape[-1], factor, antialias=False, prefilter=kern, padding=padding)
+    return restore(apply_separable_blocks(t, rows, cols))
 
 
 def blur(

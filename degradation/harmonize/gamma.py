@@ -83,6 +83,75 @@ def apply_gamma(
     return restore(y)
 
 
+def gamma_table(
+    gamma: float | np.ndarray | tuple[float, ...], levels: np.ndarray, bands: int | None = None
+) -> np.ndarray:
+    """Per-band lookup tables of :func:`apply_gamma` over every code of an integer image.
+
+    For an image stored as integer codes (uint16 reflectance x 10000, uint8 DN), the power law
+    of each code is computed once: ``table[c, k] = apply_gamma(levels[k], gamma[c])``, the same
+    operations on the same float values, so :func:`apply_gamma_table` gives what
+    :func:`apply_gamma` gives on the decoded image.
+
+    Args:
+        gamma: one value, or one per band [C].
+        levels: the reflectance of each code, [L] float (e.g. ``arange(65536) * 1e-4`` in
+            float32, as the image would be decoded).
+        bands: number of bands when ``gamma`` is one value (default 1).
+
+    Returns:
+        [C, L] in the dtype of ``levels``.
+
+    Raises:
+        DegradationError: if a gamma is not positive or ``levels`` is not 1-D.
+    """
+    g = np.atleast_1d(np.asarray(gamma, dtype=np.float64))
+    c = g.size if bands is None else bands
+    lv = np.asarray(levels)
+    if lv.ndim != 1:
+        raise DegradationError(f"levels must be 1-D (one value per code), got {lv.shape}")
+    grid = np.repeat(lv[None, None, :], c, axis=0)  # writable: torch warns on a broadcast view
+    out = apply_gamma(grid, g)
+    assert isinstance(out, np.ndarray)
+    return out[:, 0]
+
+
+def apply_gamma_table(counts: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Look up every pixel of an integer image in per-band tables: ``y[c] = table[c][counts[c]]``.
+
+    With a table from :func:`gamma_table`, this is :func:`apply_gamma` on the decoded image,
+    with the decoding and the power law in one gather: 3-4 ms instead of ~6 ms for a
+    4 x 1100 x 1100 uint16 image on one thread (issue 16).
+
+    Args:
+        counts: uint8 or uint16 codes [C, H, W].
+        table: [C, L] with ``L`` covering every code of the dtype (256 or 65536).
+
+    Returns:
+        float [C, H, W] in the table's dtype.
+
+    Raises:
+        DegradationError: on another dtype, a short table or mismatched bands.
+    """
+    if counts.dtype not in (np.uint8, np.uint16) or counts.ndim != 3:
+        raise DegradationError(
+            f"counts must be uint8 or uint16 [C, H, W], got {counts.dtype} {counts.shape}"
+        )
+    c = counts.shape[0]
+    levels = int(np.iinfo(counts.dtype).max) + 1
+    if table.ndim != 2 or table.shape[0] != c or table.shape[1] < levels:
+        raise DegradationError(
+            f"table {table.shape} does not cover {c} bands of {levels} codes ({counts.dtype})"
+        )
+    lut = torch.from_numpy(np.ascontiguousarray(table))
+    out = torch.empty(counts.shape, dtype=lut.dtype)
+    for band in range(c):
+        # index_select wants int32/int64 indices; one band at a time keeps them in cache.
+        idx = torch.from_numpy(counts[band].astype(np.int32).reshape(-1))
+        torch.index_select(lut[band], 0, idx, out=out[band].view(-1))
+    return out.numpy()
+
+
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -12,7 +12,9 @@ from degradation.harmonize.gamma import (
     SEN2NAIP_GAMMA_MEAN,
     GammaModel,
     apply_gamma,
+    apply_gamma_table,
     fit_gamma,
+    gamma_table,
 )
 from degradation.psf import GaussianPSF, blur, blur_downsample
 
@@ -88,3 +90,33 @@ def test_normal_model_fit_and_seeded_sampling() -> None:
     np.testing.assert_array_equal(draws, again)
     with pytest.raises(DegradationError, match="symmetric"):
         GammaModel(mean=(0.3, 0.3), cov=((1.0, 0.5), (0.0, 1.0)))
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(np.uint16, 1e-4), (np.uint8, 1 / 255)])
+def test_table_lookup_is_apply_gamma_on_the_decoded_image(dtype: type, scale: float) -> None:
+    rng = np.random.default_rng(0)
+    top = np.iinfo(dtype).max
+    counts = rng.integers(0, top + 1, size=(4, 67, 53)).astype(dtype)
+    counts[:, 0, :3] = (0, 1, top)  # the ends of the table
+    levels = np.arange(top + 1, dtype=np.float32) * np.float32(scale)
+    gamma = SEN2NAIP_GAMMA.percentile(50)
+    out = apply_gamma_table(counts, gamma_table(gamma, levels))
+    decoded = counts.astype(np.float32) * np.float32(scale)
+    # Same operations on the same float values: bitwise what apply_gamma gives.
+    np.testing.assert_array_equal(out, apply_gamma(decoded, gamma))
+    assert out.dtype == np.float32 and out.shape == counts.shape
+
+
+def test_table_errors() -> None:
+    table = gamma_table(0.4, np.arange(256, dtype=np.float32) / 255, bands=2)
+    assert table.shape == (2, 256)
+    with pytest.raises(DegradationError, match="does not cover"):
+        apply_gamma_table(np.zeros((2, 4, 4), np.uint16), table)
+    with pytest.raises(DegradationError, match="does not cover"):
+        apply_gamma_table(np.zeros((3, 4, 4), np.uint8), table)
+    with pytest.raises(DegradationError, match="uint8 or uint16"):
+        apply_gamma_table(np.zeros((2, 4, 4), np.int32), table)
+    with pytest.raises(DegradationError, match="1-D"):
+        gamma_table(0.4, np.zeros((2, 3), np.float32))
+    with pytest.raises(DegradationError, match="> 0"):
+        gamma_table(-1.0, np.zeros(3, np.float32))

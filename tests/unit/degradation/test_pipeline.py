@@ -12,7 +12,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from degradation.errors import DegradationError
 from degradation.harmonize.gamma import SEN2NAIP_GAMMA, apply_gamma
-from degradation.pipeline import ALL_MODES, Degrader, sample_seed
+from degradation.pipeline import ALL_MODES, Degrader, counts_to_reflectance, sample_seed
 from degradation.pretrained import load_sen2naip
 from degradation.psf import GaussianPSF
 
@@ -175,3 +175,52 @@ def test_picklable_and_worker_independent_in_a_dataloader(sen2naip_degrader: Deg
     for x, y in zip(run(0), run(2), strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
     assert sample_seed(7, 1) != sample_seed(7, 2) != sample_seed(8, 1)
+
+
+def _counts(size: int = 120, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 6000, size=(4, size, size)).astype(np.uint16)
+
+
+@pytest.mark.parametrize("percentile", [50.0, None])
+def test_degrade_image_is_the_call_for_float_and_uint16_images(percentile: float | None) -> None:
+    psf = GaussianPSF((3.0, 2.9, 2.9, 3.4), kernel_size=13)
+    deg = Degrader("statistical", psf=psf, percentile=percentile)
+    counts = _counts()
+    counts[0, :5, :5] = 65535  # the nodata code reads as reflectance 0
+    decoded = counts_to_reflectance(counts, 1e-4, nodata=65535)
+    assert decoded.dtype == np.float32 and float(decoded[0, 0, 0]) == 0.0
+    ref = deg(decoded, np.random.default_rng(4))
+    for image, kwargs in ((decoded, {}), (counts, {"scale": 1e-4, "nodata": 65535})):
+        out = deg.degrade_image(image, np.random.default_rng(4), **kwargs)  # type: ignore[arg-type]
+        assert isinstance(out.hr, np.ndarray) and isinstance(out.lr, np.ndarray)
+        # HR_h: the same operations (a table lookup of them for the uint16 image), bitwise.
+        np.testing.assert_array_equal(out.hr, np.asarray(ref.hr))
+        # LR: the PSF as block products, equal to float32 rounding; the same noise draws.
+        np.testing.assert_allclose(out.lr, np.asarray(ref.lr), atol=2e-6, rtol=0)
+        np.testing.assert_array_equal(out.gamma, ref.gamma)  # type: ignore[arg-type]
+        assert out.mode == ref.mode == "statistical" and out.modes == ref.modes
+
+
+def test_degrade_image_uint8_and_the_other_modes(sen2naip_degrader: Degrader) -> None:
+    dn = np.random.default_rng(1).integers(0, 256, size=(4, 64, 64)).astype(np.uint8)
+    decoded = counts_to_reflectance(dn, 1 / 255)
+    seen = set()
+    for mode in ("raw", "statistical", "deterministic", "variational", "all"):
+        deg = replace(sen2naip_degrader, mode=mode, noise_matrix=None)
+        # Seeds 0, 1 and 11 make "all" choose variational, deterministic and statistical.
+        for seed in (0, 1, 11) if mode == "all" else (0,):
+            ref = deg(decoded, np.random.default_rng(seed))
+            out = deg.degrade_image(dn, np.random.default_rng(seed), scale=1 / 255)
+            assert out.mode == ref.mode and out.modes == ref.modes
+            np.testing.assert_allclose(np.asarray(out.hr), np.asarray(ref.hr), atol=1e-6, rtol=0)
+            np.testing.assert_allclose(np.asarray(out.lr), np.asarray(ref.lr), atol=2e-6, rtol=0)
+            if mode == "all":
+                seen.add(out.mode)
+    assert seen == set(ALL_MODES)
+
+
+def test_degrade_image_errors() -> None:
+    with pytest.raises(DegradationError, match="scale="):
+        Degrader().degrade_image(_counts(16), 0)
+    with pytest.raises(DegradationError, match="one numpy image"):
+        Degrader().degrade_image(_hr(), 0)  # type: ignore[arg-type]
