@@ -125,6 +125,24 @@ def test_fitted_gamma_within_0_02_of_truth_for_every_pair(fitted: dict[str, Any]
         assert np.all(np.abs(g - np.array(want)) <= 0.02), (chip.roi_id, g, want)
 
 
+def test_default_fit_is_within_0_05_px_and_0_005_gamma_of_truth(
+    demo_pairs: Path, demo_world: Path
+) -> None:
+    # Issue 16's accuracy for the fast fit: fit_pairs with its defaults (two rounds, scene shift)
+    # on all eight chips.
+    truth = load_truth(demo_world)
+    chips = read_pairs(demo_pairs, split="all")
+    fit = fit_pairs(chips)
+    for sf in fit.scenes:
+        scene = truth.scene(sf.scene_id)
+        assert isinstance(scene, S2SceneTruth)
+        want = [_band(scene, b).psf_sigma_hr_px for b in LR_BANDS]
+        assert np.all(np.abs(np.array(sf.sigma_px) - want) <= 0.05), (sf.scene_id, want)
+    for chip, g in zip(chips, fit.gammas, strict=True):
+        want = [_band(_scene(truth, chip), b).transfer.gamma for b in LR_BANDS]
+        assert np.all(np.abs(g - np.array(want)) <= 0.005), (chip.roi_id, g, want)
+
+
 def test_noise_estimate_within_20_percent_of_truth(fitted: dict[str, Any]) -> None:
     truth = fitted["truth"]
     for sf in fitted["fit"].scenes:

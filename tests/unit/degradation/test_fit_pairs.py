@@ -134,3 +134,49 @@ def test_table2_statistical_rows_are_gamma_percentiles_with_simple_noise_by_defa
         table2(model, chips, {"mean": mean}, noise="pink")
     with pytest.raises(DegradationError, match="unknown Table 2 row"):
         table2(model, chips, {"mean": mean}, methods=("statistical_pxx",))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_registered_psf_interior_equals_the_cropped_full_model(seed: int) -> None:
+    # Per-chip shifts of any sign and fraction, sigmas from sharp to wide, two chip shapes.
+    rng = np.random.default_rng(seed)
+    size = (96, 128) if seed % 2 else (128, 96)
+    x = torch.from_numpy(rng.random((3, 4, *size), dtype=np.float32))
+    shifts = tuple((float(e), float(n)) for e, n in rng.uniform(-9.0, 9.0, (3, 2)))
+    op = RegisteredPSF(shifts, GSD_M, 4, size)
+    sigma = rng.uniform(0.4, 3.5, 4)
+    full = op(x, sigma)
+    m = 6
+    assert op.axes(sigma, m, x.dtype) is not None  # the fast pass, not the fallback
+    got = op.interior(x, sigma, m)
+    assert got.shape == (3, 4, size[0] // 4 - 2 * m, size[1] // 4 - 2 * m)
+    assert float((got - full[..., m:-m, m:-m]).abs().max()) < 1e-5
+
+
+def test_registered_psf_interior_falls_back_when_the_margin_is_too_narrow() -> None:
+    # A 1-pixel margin cannot hold a sigma-3 blur plus a 9 m shift: the full model's crop.
+    x = torch.from_numpy(np.random.default_rng(5).random((1, 2, 64, 64), dtype=np.float32))
+    op = RegisteredPSF(((9.0, -9.0),), GSD_M, 4, (64, 64))
+    sigma = np.array([3.0, 3.0])
+    assert op.axes(sigma, 1, x.dtype) is None
+    got = op.interior(x, sigma, 1)
+    assert torch.equal(got, op(x, sigma)[..., 1:-1, 1:-1])
+
+
+def test_minimize_near_searches_the_whole_range_when_the_start_is_far() -> None:
+    from degradation._optimize import minimize_near
+
+    truth = np.array([0.5, 2.0, 5.0])
+
+    def objective(x: np.ndarray) -> np.ndarray:
+        return np.abs(x - truth)
+
+    # Near: found inside the bracket with few calls.
+    near, calls_near = minimize_near(objective, truth + 0.1, 0.3, (0.25, 6.0), 3, tol=1e-3)
+    assert np.all(np.abs(near - truth) < 2e-3)
+    # Far (the third start is 2 away): the bracket's edge is hit, the whole range searched.
+    far, calls_far = minimize_near(
+        objective, np.array([0.5, 2.0, 3.0]), 0.3, (0.25, 6.0), 3, tol=1e-3
+    )
+    assert np.all(np.abs(far - truth) < 2e-3)
+    assert calls_far > calls_near
