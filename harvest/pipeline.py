@@ -568,11 +568,11 @@ def _fetch_and_after(ctx: _Context, pairs_path: Path, steps: list[BuildStep]) ->
 
 
 def _synthetic(ctx: _Context, rois_path: Path, steps: list[BuildStep]) -> None:
-    """The synthetic set (:mod:`harvest.stages.synthetic`): each step resumes what is done."""
+    """The synthetic set (:mod:`harvest.stages._synthetic`): each step resumes what is done."""
     from harvest.backends.registry import ReaderSettings, open_catalog, signer_for
     from harvest.hrefs import HrefPolicy, infer_catalog_kind
     from harvest.recipes import load_recipe
-    from harvest.stages import synthetic
+    from harvest.stages import _synthetic as synthetic
     from harvest.stages.search import search_window
 
     config, out = ctx.config, ctx.out

@@ -1,4 +1,4 @@
-"""The synthetic set's recipe and acquisitions table (harvest.stages.synthetic)."""
+"""The synthetic set's recipe and acquisitions table (harvest.stages._synthetic)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harvest.backends.base import AssetRef, SceneRef
 from harvest.errors import ConfigError, InputFileError
 from harvest.grid import ChipLayout
 from harvest.recipes import load_recipe
-from harvest.stages.synthetic import (
+from harvest.stages._synthetic import (
     Acquisition,
     _write_acquisitions,
     read_acquisitions,
