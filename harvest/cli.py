@@ -688,6 +688,52 @@ def degrade(
 
 # --- embed and prune ---------------------------------------------------------------------------
 
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="Prediction: a GeoTIFF or a Zarr store.")],
+    ref: Annotated[Path, typer.Argument(help="Reference on the same grid (same kind as PRED).")],
+    mask: Annotated[
+        Path | None, typer.Option(help="Pixels to score (non-zero), on the same grid.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSON report to write.")
+    ] = None,
+    red: Annotated[
+        int | None, typer.Option(min=1, help="1-based red band for NDVI (default: by name).")
+    ] = None,
+    nir: Annotated[
+        int | None, typer.Option(min=1, help="1-based NIR band for NDVI (default: by name).")
+    ] = None,
+    data_range: Annotated[float, typer.Option(help="PSNR peak value of the bands.")] = 1.0,
+    ratio: Annotated[
+        float, typer.Option(help="ERGAS ratio: HR pixel size / LR pixel size (0.25 for x4).")
+    ] = 0.25,
+    variable: Annotated[
+        str | None, typer.Option(help="Zarr variable to read, when a store holds several.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Score PRED against REF: RMSE, MAE, PSNR, UIQI, CE90/99, SAM, edges, ERGAS; 3 strata."""
+    from harvest.progress import Progress
+    from harvest.stages import evaluate as stage
+
+    summary = stage.run(
+        pred,
+        ref,
+        mask=mask,
+        output=output,
+        red=red,
+        nir=nir,
+        data_range=data_range,
+        ratio=ratio,
+        variable=variable,
+        progress=Progress(progress),
+    )
+    typer.echo(stage.format_table(summary.report))
+    typer.echo(summary.line())
+
+
 _Model = Annotated[
     str | None,
     typer.Option(

@@ -172,3 +172,7 @@ class EmbedError(HarvestError, ValueError):
 
 class PruneError(HarvestError, ValueError):
     """``harvest prune``: options that contradict an existing selection, unusable tables."""
+
+
+class EvaluateError(HarvestError, ValueError):
+    """``harvest evaluate``: inputs that cannot be read or compared (not on one grid)."""
