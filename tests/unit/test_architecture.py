@@ -16,7 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("ee", "pystac_client", "planetary_computer", "odc", "rasterio", "open_clip")
-PURE_HARVEST = ("sampling", "grid", "pairing", "qa", "metrics", "ids", "hrefs", "cluster")
+PURE_HARVEST = (
+    "sampling",
+    "grid",
+    "pairing",
+    "qa",
+    "metrics",
+    "ids",
+    "hrefs",
+    "cluster",
+    "sen2venus",
+)
 
 
 def _pure_files() -> list[Path]:
