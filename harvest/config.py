@@ -111,7 +111,7 @@ def config_hash(model: BaseModel) -> str:
 # so `--set workers=4` on a resumed build is the same dataset.
 COMPUTE_KEYS = ("workers", "scheduler")
 # Products of the sen2naip recipe: the real pairs, and HR degraded into S2-like LR.
-PRODUCTS = ("cross-sensor", "synthetic")
+PRODUCTS = ("cross-sensor", "synthetic", "sen2venus")
 # `region: demo-world` is the demo world's sites (its region.geojson).
 DEMO_WORLD_REGION = "demo-world"
 # `prune.model: demo` loads seeded random weights of the CLIP architecture (no download).
@@ -181,6 +181,19 @@ class SyntheticConfig(StrictModel):
     images: bool = False
 
 
+class Sen2venusConfig(StrictModel):
+    """The SEN2VENuS patches (``sen2venus:``; :mod:`harvest.stages._sen2venus`).
+
+    Attributes:
+        max_patches: patches kept at most per pair, at random (the paper: 500).
+        sift_upsample: upsampling of the 10 m blue bands before SIFT (1: as the paper; 2 finds
+            more keypoints on small sites).
+    """
+
+    max_patches: int = Field(default=500, ge=1)
+    sift_upsample: int = Field(default=1, ge=1, le=4)
+
+
 class PruneConfig(StrictModel):
     """Diversity pruning (``prune:``), as ``harvest prune``; ``prune: null`` keeps every image.
 
@@ -223,10 +236,12 @@ class BuildConfig(StrictModel):
         start: First acquisition day (default: the recipe's).
         end: Last acquisition day (default: the recipe's, else today).
         output: The dataset folder.
-        products: What to write (sen2naip: ``cross-sensor`` and/or ``synthetic``).
+        products: What to write (sen2naip: ``cross-sensor`` and/or ``synthetic``; sen2venus:
+            ``sen2venus``, the published patch layout over the sites of ``region``).
         qa: QA limits.
         degradation: How ``synthetic`` is made.
         synthetic: The synthetic set's HR images.
+        sen2venus: The SEN2VENuS patches.
         prune: Diversity pruning, or null.
         seed: Seed of sampling, splits, degradation and pruning.
         workers: Local Dask worker processes for fetch (1: no Dask).
@@ -242,10 +257,11 @@ class BuildConfig(StrictModel):
     start: date | None = None
     end: date | None = None
     output: Path
-    products: tuple[Literal["cross-sensor", "synthetic"], ...] = ("cross-sensor",)
+    products: tuple[Literal["cross-sensor", "synthetic", "sen2venus"], ...] = ("cross-sensor",)
     qa: QaConfig = QaConfig()
     degradation: DegradationConfig = DegradationConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    sen2venus: Sen2venusConfig = Sen2venusConfig()
     prune: PruneConfig | None = None
     seed: int = 0
     workers: int = Field(default=1, ge=1)
@@ -258,7 +274,16 @@ class BuildConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
-        if self.n is None and self.rois is None:
+        if "sen2venus" in self.products:
+            if self.products != ("sen2venus",) or self.recipe != "sen2venus":
+                raise ValueError(
+                    "products: sen2venus is a product of its own, made with recipe sen2venus"
+                )
+            if self.n is not None or self.rois is not None:
+                raise ValueError(
+                    "products: sen2venus cuts patches over the sites of region; remove n and rois"
+                )
+        elif self.n is None and self.rois is None:
             raise ValueError("give n (ROIs to sample) or rois (an existing ROI table)")
         if self.start is not None and self.end is not None and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
@@ -283,6 +308,8 @@ class BuildConfig(StrictModel):
         exclude = set(COMPUTE_KEYS)
         if "synthetic" not in self.products:
             exclude.add("synthetic")  # unused; and the hashes of earlier folders stay the same
+        if "sen2venus" not in self.products:
+            exclude.add("sen2venus")
         payload: Any = self.model_dump(mode="json", exclude=exclude)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

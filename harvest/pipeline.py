@@ -19,6 +19,7 @@ from harvest.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from harvest.embed import WeightsSpec
+    from harvest.stages._sen2venus import Sen2venusSummary
 
 # Spacing of the demo ROIs: more than the 1210 m SEN2NAIP chip, so chips rarely overlap.
 DEMO_MIN_DISTANCE_KM = 1.25
@@ -349,6 +350,8 @@ def run_build(
         _write_config(out / BUILD_CONFIG, config, digest)
         steps: list[BuildStep] = []
         region = _open_world(ctx, steps)
+        if config.products == ("sen2venus",):
+            return _build_sen2venus(ctx, steps, digest, state_path)
 
         t0 = time.perf_counter()
         rois_path = config.rois if config.rois is not None else out / BUILD_ROIS
@@ -468,8 +471,185 @@ def _open_world(ctx: _Context, steps: list[BuildStep]) -> str | Path:
         BuildStep("demo world", f"{n_sites} sites in {world}", time.perf_counter() - t0, reused)
     )
     if ctx.config.region == DEMO_WORLD_REGION:
-        region = world / "region.geojson"
+        # SEN2VENuS patches cover whole sites; the other products sample ROI centres.
+        sen2venus = ctx.config.products == ("sen2venus",)
+        region = world / ("sites.geojson" if sen2venus else "region.geojson")
     return region
+
+
+def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
+    """Every site's pairs searched, the new ones processed and written (resumable)."""
+    from harvest.backends.registry import ReaderSettings, open_catalog, signer_for
+    from harvest.hrefs import HrefPolicy, infer_catalog_kind
+    from harvest.recipes import load_recipe
+    from harvest.stages import _sen2venus as sen2venus
+    from harvest.stages.search import search_window
+
+    config, out = ctx.config, ctx.out
+    recipe = load_recipe(config.recipe)
+    demo = config.catalog.source == "demo"
+    source = str(_demo_world(ctx)) if demo else config.catalog.source
+    sites = Path(config.region)
+    if demo and config.region == DEMO_WORLD_REGION:
+        sites = _demo_world(ctx) / "sites.geojson"
+    t0 = time.perf_counter()
+    first, last = search_window(recipe, config.start, config.end, ctx.today)
+    opened = open_catalog(
+        source,
+        profile=config.catalog.profile,
+        ee_project=config.catalog.ee_project or ctx.ee_project_env,
+        timeout_s=config.catalog.timeout_s,
+    )
+    policy = HrefPolicy.for_catalog(opened.kind or infer_catalog_kind(source))
+    readers = ReaderSettings.with_timeout(
+        config.catalog.timeout_s,
+        gdal_options={**ReaderSettings().gdal_options, **policy.gdal_options},
+        sign=signer_for(opened.catalog.provider, config.catalog.timeout_s),
+        drivers=policy.raster_drivers,
+        ee_project=config.catalog.ee_project or ctx.ee_project_env,
+    )
+    done = sen2venus.run_sites(
+        sites,
+        recipe=recipe,
+        catalog=opened.catalog,
+        readers=readers,
+        out_dir=out,
+        start=first,
+        end=last,
+        seed=config.seed,
+        upsample=config.sen2venus.sift_upsample,
+        max_patches=config.sen2venus.max_patches,
+        progress=ctx.progress,
+    )
+    steps.append(BuildStep("sen2venus", done.line(), time.perf_counter() - t0, not done.n_written))
+    return done
+
+
+def _sen2venus_record(
+    ctx: _Context, done: Sen2venusSummary, digest: str, prev: dict[str, Any]
+) -> dict[str, Any]:
+    """``dataset.json`` of a SEN2VENuS folder as it is now (version and history carried over)."""
+    from harvest import __version__
+    from harvest.recipes import load_recipe
+
+    config, out = ctx.config, ctx.out
+    created = str(prev.get("created") or _now())
+    counts = {
+        "sites": done.n_sites,
+        "pairs_found": done.n_pairs,
+        "pairs_written": done.n_pairs - len(done.dropped),
+        "patches": done.n_patches,
+    }
+    return {
+        "name": str(prev.get("name") or out.resolve().name),
+        "version": str(prev.get("version", FIRST_VERSION)),
+        "recipe": load_recipe(config.recipe).name,
+        "products": list(config.products),
+        "config_hash": digest,
+        "config": BUILD_CONFIG,
+        "harvest_version": __version__,
+        "created": created,
+        "updated": str(prev.get("updated") or created),
+        "catalog": config.catalog.source,
+        "searched_until": (ctx.today or date.today()).isoformat(),
+        "extensions": int(prev.get("extensions", 0)),
+        "counts": counts,
+        "dropped_pairs": [{"pair": p, "reason": r} for p, r in done.dropped],
+        "history": list(prev.get("history", []))
+        or [
+            {
+                "version": FIRST_VERSION,
+                "date": created[:10],
+                "change": "first build",
+                "added": {"pairs": counts["pairs_written"], "patches": counts["patches"]},
+            }
+        ],
+    }
+
+
+def _build_sen2venus(
+    ctx: _Context, steps: list[BuildStep], digest: str, state_path: Path
+) -> BuildSummary:
+    """The SEN2VENuS build (:mod:`harvest.stages._sen2venus`): sites, pairs, patches, record.
+
+    The card is a short one (numbers, layout, dropped pairs, sources); no STAC Collection yet.
+    """
+    done = _sen2venus_pass(ctx, steps)
+    previous = _read_json_or_none(ctx.out / DATASET_JSON)
+    record = _sen2venus_record(ctx, done, digest, previous or {})
+    _write_record(ctx.out, record, previous)
+    _sen2venus_card(ctx, record)
+    _write_json(state_path, {"config_hash": digest, "complete": True})
+    return BuildSummary(
+        output=ctx.out,
+        version=str(record["version"]),
+        config_hash=digest,
+        steps=tuple(steps),
+        counts=dict(record["counts"]),
+    )
+
+
+def _sen2venus_card(ctx: _Context, record: dict[str, Any]) -> None:
+    from harvest.writers.card import write_sen2venus_card
+
+    provider = "demo" if ctx.config.catalog.source == "demo" else ctx.config.catalog.source
+    write_sen2venus_card(ctx.out, record, provider)
+
+
+def _extend_sen2venus(
+    ctx: _Context, record: dict[str, Any], n: int, started: float
+) -> ExtendSummary:
+    """``harvest extend`` of a SEN2VENuS folder: the pairs the sites gained since, as a version.
+
+    Raises:
+        InputFileError: ``n`` > 0 (a SEN2VENuS folder covers whole sites: no ROIs to sample).
+    """
+    from harvest.errors import InputFileError
+
+    if n:
+        raise InputFileError(
+            f"--n {n}: a sen2venus dataset covers whole sites and has no ROIs to sample; run "
+            "'harvest extend DATASET' without --n to add the pairs found since"
+        )
+    steps: list[BuildStep] = []
+    _open_world(ctx, steps)
+    done = _sen2venus_pass(ctx, steps)
+    before = str(record["version"])
+    new = _sen2venus_record(ctx, done, str(record["config_hash"]), record)
+    added = done.n_written
+    if added:
+        run_no = int(record.get("extensions", 0)) + 1
+        new["version"] = bump_version(before)
+        new["extensions"] = run_no
+        new["history"].append(
+            {
+                "version": new["version"],
+                "date": (ctx.today or date.today()).isoformat(),
+                "change": f"extension {run_no}: new same-day pairs",
+                "added": {
+                    "pairs": added,
+                    "patches": done.n_patches - int(record["counts"].get("patches", 0)),
+                },
+            }
+        )
+    _write_record(ctx.out, new, record)
+    _sen2venus_card(ctx, new)
+    return ExtendSummary(
+        output=ctx.out,
+        status="extended" if added else "nothing_new",
+        previous_version=before,
+        version=str(new["version"]),
+        new_rois=(),
+        researched_rois=0,
+        new_pairs=added,
+        new_kept=(),
+        new_rejected=0,
+        new_failed=0,
+        new_selected=0,
+        since=str(record.get("searched_until") or ""),
+        seconds=time.perf_counter() - started,
+        steps=tuple(steps),
+    )
 
 
 def _search(
@@ -1080,6 +1260,8 @@ def run_extend(
     today = today or date.today()
     ctx = _Context(config, out, Progress.of(progress), demo_world_env, ee_project_env, today)
     with _dataset_lock(out):
+        if config.products == ("sen2venus",):
+            return _extend_sen2venus(ctx, record, n, started)
         pending = _pending_extension(out, record, n, since, today, config.seed)
         try:
             return _extend(ctx, record, pending, started)

@@ -572,3 +572,57 @@ def _qa_figure(
             draw.line([lx, 2 * pad, lx, base], fill=(200, 30, 30), width=2)
             draw.text((lx + 3, 2 * pad), f"limit {limit:g}", fill=(200, 30, 30))
     return _png(img)
+
+
+def write_sen2venus_card(out_dir: Path, record: Mapping[str, Any], provider: str) -> Path:
+    """The card (``README.md``) of a SEN2VENuS folder: numbers, layout, dropped pairs, sources.
+
+    Args:
+        out_dir: the dataset folder.
+        record: its ``dataset.json``.
+        provider: the catalog's provider (for the licences).
+
+    Returns:
+        The card's path.
+    """
+    from harvest.diskio import atomic_write_bytes
+
+    counts = record["counts"]
+    sites = sorted(p.name for p in out_dir.iterdir() if (p / "index.csv").is_file())
+    lines = [
+        f"# {record['name']}",
+        "",
+        f"SEN2VENuS-style patches (recipe `{record['recipe']}`), version {record['version']}, "
+        f"built by harvest {record['harvest_version']} from `{record['catalog']}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| sites | {counts['sites']} |",
+        f"| same-day pairs found | {counts['pairs_found']} |",
+        f"| pairs written | {counts['pairs_written']} |",
+        f"| patches (256 px at 5 m) | {counts['patches']} |",
+        "",
+        "## Layout",
+        "",
+        "Per site folder: `{site}_{tile}_{date}_05m_b2b3b4b8.pt` and `_10m_b2b3b4b8.pt`, "
+        "`_05m_b5b6b7b8a.pt` and `_20m_b5b6b7b8a.pt` (int16 reflectance x 10000, "
+        "[n, 4, 256 | 128 | 64, ...], read with `torch.load`), `_patches.gpkg` (patch "
+        "footprints) and a tab-separated `index.csv`. The 5 m tensors are VENuS mapped onto "
+        "Sentinel-2's radiometry (least squares per pair and band group); Sentinel-2 is "
+        "registered onto VENuS (one SIFT translation per pair).",
+        "",
+        f"Sites: {', '.join(sites) if sites else 'none'}.",
+        "",
+        "## Dropped pairs",
+        "",
+    ]
+    dropped = record.get("dropped_pairs", [])
+    lines += [f"- {d['pair']}: {d['reason']}" for d in dropped] or ["None."]
+    lines += ["", "## Sources and licences", ""]
+    for collection in ("sentinel-2-l2a", "venus-l2a"):
+        lic = source_license(collection, provider)
+        credit = f" Credit: {lic.attribution}" if lic.attribution else ""
+        lines.append(f"- {collection}: [{lic.title}]({lic.href}).{credit}")
+    card = out_dir / CARD
+    atomic_write_bytes(card, ("\n".join(lines) + "\n").encode())
+    return card

@@ -22,8 +22,9 @@ from harvest.demo.truth import load_truth
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TWINS = sorted((REPO / "configs" / "builds").glob("demo*.yaml"))
-# The synthetic-only twin has no pairs or chips: tests/e2e/test_cli_build_synthetic.py.
-PAIR_TWINS = [p for p in DEMO_TWINS if p.stem != "demo-sen2naip-synthetic"]
+# The synthetic-only and SEN2VENuS twins have no ROI chips: test_cli_build_synthetic.py and
+# test_cli_build_sen2venus.py.
+PAIR_TWINS = [p for p in DEMO_TWINS if p.stem not in ("demo-sen2naip-synthetic", "demo-sen2venus")]
 
 
 def build(config: Path, out: Path, world: Path, *extra: str) -> subprocess.CompletedProcess[str]:
