@@ -139,26 +139,28 @@ def _bicubic_half(x: np.ndarray) -> np.ndarray:
     )
 
 
-def register(
-    pair: PairImages,
+def register_blue(
+    s2_blue: np.ndarray,
+    venus_blue: np.ndarray,
+    valid_s2: np.ndarray,
+    valid_venus: np.ndarray,
     *,
     patch_px: int = REGISTRATION_PATCH_PX,
     max_match_distance_m: float = MAX_MATCH_DISTANCE_M,
     upsample: int = 1,
     min_matches: int = 5,
 ) -> ShiftEstimate:
-    """The pair's translation (S2 relative to VENuS, in 10 m px) from SIFT on the blue band.
+    """S2's translation relative to VENuS (10 m px) from SIFT on the blue bands.
 
-    Per ``patch_px`` square of the common 10 m grid, :func:`harvest.qa.sift_shift` of S2 B02
-    against VENuS B3 bicubic-downsampled x2, with the valid pixels of both; the result is the
-    mean over every match kept in every patch (patch means weighted by their match counts).
-    ``upsample`` > 1 helps SIFT on small areas (the demo world's sites).
+    ``s2_blue`` [H, W] at 10 m, ``venus_blue`` [2H, 2W] at 5 m (bicubic-downsampled x2 here);
+    per ``patch_px`` square, :func:`harvest.qa.sift_shift` on the pixels valid in both; the
+    result is the mean over every match kept in every patch (patch means weighted by their
+    match counts). ``upsample`` > 1 helps SIFT on small areas (the demo world's sites).
     """
-    blue_s2 = pair.s2_10m[0]
-    blue_v = _bicubic_half(pair.venus_group(("B3",))[0])
-    valid_v = _bicubic_half(pair.valid_venus.astype(np.float64)) > 0.999
-    valid = pair.valid_s2_10m & valid_v & np.isfinite(blue_s2) & np.isfinite(blue_v)
-    h, w = blue_s2.shape
+    blue_v = _bicubic_half(venus_blue)
+    valid_v = _bicubic_half(valid_venus.astype(np.float64)) > 0.999
+    valid = valid_s2 & valid_v & np.isfinite(s2_blue) & np.isfinite(blue_v)
+    h, w = s2_blue.shape
     sums = np.zeros(2)
     n = 0
     for r in range(0, h, patch_px):
@@ -167,7 +169,7 @@ def register(
             if valid[win].sum() < 64:
                 continue
             est = sift_shift(
-                blue_s2[win], blue_v[win], valid[win], gsd_m=10.0, upsample=upsample,
+                s2_blue[win], blue_v[win], valid[win], gsd_m=10.0, upsample=upsample,
                 max_match_distance_m=max_match_distance_m, min_matches=1,
             )  # fmt: skip
             if est.ok:
@@ -176,6 +178,22 @@ def register(
     if n < min_matches:
         return ShiftEstimate(math.nan, math.nan, 10.0, "sift", n)
     return ShiftEstimate(float(sums[0] / n), float(sums[1] / n), 10.0, "sift", n)
+
+
+def register(
+    pair: PairImages,
+    *,
+    patch_px: int = REGISTRATION_PATCH_PX,
+    max_match_distance_m: float = MAX_MATCH_DISTANCE_M,
+    upsample: int = 1,
+    min_matches: int = 5,
+) -> ShiftEstimate:
+    """The pair's translation (S2 relative to VENuS, 10 m px): S2 B02 against VENuS B3."""
+    return register_blue(
+        pair.s2_10m[0], pair.venus_group(("B3",))[0], pair.valid_s2_10m, pair.valid_venus,
+        patch_px=patch_px, max_match_distance_m=max_match_distance_m, upsample=upsample,
+        min_matches=min_matches,
+    )  # fmt: skip
 
 
 def resample_s2(pair: PairImages, shift: ShiftEstimate) -> PairImages:

@@ -8,7 +8,8 @@ from typing import Any
 from harvest.backends.registry import open_catalog
 from harvest.demo.truth import NaipSceneTruth, load_truth
 from harvest.recipes import load_recipe
-from harvest.stages import sample, synthetic
+from harvest.stages import _synthetic as synthetic
+from harvest.stages import sample
 from harvest.stages.search import search_window
 
 
