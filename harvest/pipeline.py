@@ -477,29 +477,27 @@ def _open_world(ctx: _Context, steps: list[BuildStep]) -> str | Path:
     return region
 
 
-def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
-    """Every site's pairs searched, the new ones processed and written (resumable)."""
-    from harvest.backends.registry import ReaderSettings, open_catalog, signer_for
-    from harvest.hrefs import HrefPolicy, infer_catalog_kind
-    from harvest.recipes import load_recipe
-    from harvest.stages import _sen2venus as sen2venus
-    from harvest.stages.search import search_window
+def _open_source(ctx: _Context) -> tuple[str, Any]:
+    """The build's catalog source (the demo world's folder for ``demo``) and it opened."""
+    from harvest.backends.registry import open_catalog
 
-    config, out = ctx.config, ctx.out
-    recipe = load_recipe(config.recipe)
-    demo = config.catalog.source == "demo"
-    source = str(_demo_world(ctx)) if demo else config.catalog.source
-    sites = Path(config.region)
-    if demo and config.region == DEMO_WORLD_REGION:
-        sites = _demo_world(ctx) / "sites.geojson"
-    t0 = time.perf_counter()
-    first, last = search_window(recipe, config.start, config.end, ctx.today)
+    config = ctx.config
+    source = str(_demo_world(ctx)) if config.catalog.source == "demo" else config.catalog.source
     opened = open_catalog(
         source,
         profile=config.catalog.profile,
         ee_project=config.catalog.ee_project or ctx.ee_project_env,
         timeout_s=config.catalog.timeout_s,
     )
+    return source, opened
+
+
+def _reader_settings(ctx: _Context, opened: Any, source: str) -> tuple[Any, Any]:
+    """The href policy of the opened catalog and the readers' settings that follow from it."""
+    from harvest.backends.registry import ReaderSettings, signer_for
+    from harvest.hrefs import HrefPolicy, infer_catalog_kind
+
+    config = ctx.config
     policy = HrefPolicy.for_catalog(opened.kind or infer_catalog_kind(source))
     readers = ReaderSettings.with_timeout(
         config.catalog.timeout_s,
@@ -508,6 +506,24 @@ def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
         drivers=policy.raster_drivers,
         ee_project=config.catalog.ee_project or ctx.ee_project_env,
     )
+    return policy, readers
+
+
+def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
+    """Every site's pairs searched, the new ones processed and written (resumable)."""
+    from harvest.recipes import load_recipe
+    from harvest.stages import _sen2venus as sen2venus
+    from harvest.stages.search import search_window
+
+    config, out = ctx.config, ctx.out
+    recipe = load_recipe(config.recipe)
+    sites = Path(config.region)
+    if config.catalog.source == "demo" and config.region == DEMO_WORLD_REGION:
+        sites = _demo_world(ctx) / "sites.geojson"
+    t0 = time.perf_counter()
+    first, last = search_window(recipe, config.start, config.end, ctx.today)
+    source, opened = _open_source(ctx)
+    policy, readers = _reader_settings(ctx, opened, source)
     done = sen2venus.run_sites(
         sites,
         recipe=recipe,
@@ -655,18 +671,11 @@ def _extend_sen2venus(
 def _search(
     ctx: _Context, rois_path: Path, output: Path, start: date | None, end: date | None
 ) -> None:
-    from harvest.backends.registry import open_catalog
     from harvest.recipes import load_recipe
     from harvest.stages import search
 
     config = ctx.config
-    source = str(_demo_world(ctx)) if config.catalog.source == "demo" else config.catalog.source
-    opened = open_catalog(
-        source,
-        profile=config.catalog.profile,
-        ee_project=config.catalog.ee_project or ctx.ee_project_env,
-        timeout_s=config.catalog.timeout_s,
-    )
+    source, opened = _open_source(ctx)
     search.run(
         rois_path,
         recipe=load_recipe(config.recipe),
@@ -749,8 +758,6 @@ def _fetch_and_after(ctx: _Context, pairs_path: Path, steps: list[BuildStep]) ->
 
 def _synthetic(ctx: _Context, rois_path: Path, steps: list[BuildStep]) -> None:
     """The synthetic set (:mod:`harvest.stages._synthetic`): each step resumes what is done."""
-    from harvest.backends.registry import ReaderSettings, open_catalog, signer_for
-    from harvest.hrefs import HrefPolicy, infer_catalog_kind
     from harvest.recipes import load_recipe
     from harvest.stages import _synthetic as synthetic
     from harvest.stages.search import search_window
@@ -758,17 +765,10 @@ def _synthetic(ctx: _Context, rois_path: Path, steps: list[BuildStep]) -> None:
     config, out = ctx.config, ctx.out
     s = config.synthetic
     recipe = synthetic.synthetic_recipe(load_recipe(config.recipe), s.chip_px)
-    demo = config.catalog.source == "demo"
-    source = str(_demo_world(ctx)) if demo else config.catalog.source
 
     t0 = time.perf_counter()
     first, last = search_window(recipe, config.start, config.end, ctx.today)
-    opened = open_catalog(
-        source,
-        profile=config.catalog.profile,
-        ee_project=config.catalog.ee_project or ctx.ee_project_env,
-        timeout_s=config.catalog.timeout_s,
-    )
+    source, opened = _open_source(ctx)
     found = synthetic.search(
         rois_path,
         recipe=recipe,
@@ -785,14 +785,7 @@ def _synthetic(ctx: _Context, rois_path: Path, steps: list[BuildStep]) -> None:
     )
 
     t0 = time.perf_counter()
-    policy = HrefPolicy.for_catalog(opened.kind or infer_catalog_kind(source))
-    readers = ReaderSettings.with_timeout(
-        config.catalog.timeout_s,
-        gdal_options={**ReaderSettings().gdal_options, **policy.gdal_options},
-        sign=signer_for(opened.catalog.provider, config.catalog.timeout_s),
-        drivers=policy.raster_drivers,
-        ee_project=config.catalog.ee_project or ctx.ee_project_env,
-    )
+    policy, readers = _reader_settings(ctx, opened, source)
     read = synthetic.read_images(
         out,
         recipe=recipe,

@@ -247,11 +247,7 @@ class RegisteredPSF:
             m = margin_px
             full = self(hr, sigma_px)
             return full[..., m : full.shape[-2] - m, m : full.shape[-1] - m]
-        n_r, n_c = axes[0][0].mats.shape[1], axes[0][1].mats.shape[1]
-        out = hr.new_empty((hr.shape[0], hr.shape[1], n_r, n_c))
-        for b, (rows, cols) in enumerate(axes):
-            out[b] = cols.along_cols(rows.along_rows(hr[b]))
-        return out
+        return _apply_axes(axes, hr)
 
 
 @dataclass(frozen=True)
@@ -345,8 +341,11 @@ def _apply(
     margin_px: int,
 ) -> torch.Tensor:
     """``op.interior(x, sigma, margin_px)`` with its taps already built (``op.axes``)."""
-    if axes is None:
-        return op.interior(x, sigma, margin_px)
+    return op.interior(x, sigma, margin_px) if axes is None else _apply_axes(axes, x)
+
+
+def _apply_axes(axes: list[tuple[_Interior, _Interior]], x: torch.Tensor) -> torch.Tensor:
+    """Each item's row then column interior pass: [B, C, H, W] -> [B, C, n_r, n_c]."""
     out = x.new_empty((x.shape[0], x.shape[1], axes[0][0].mats.shape[1], axes[0][1].mats.shape[1]))
     for i, (rows, cols) in enumerate(axes):
         out[i] = cols.along_cols(rows.along_rows(x[i]))
