@@ -39,9 +39,9 @@ from shapely.ops import transform as shapely_transform
 
 from harvest.backends.base import Catalog, Footprint, Reader, SceneRef, SearchRequest
 from harvest.backends.registry import ReaderSettings, reader_for
-from harvest.diskio import atomic_write_bytes
 from harvest.errors import InputFileError, QaError
 from harvest.grid import ChipGrid
+from harvest.ids import check_id
 from harvest.progress import NO_PROGRESS, Progress
 from harvest.qa import SCL_CLOUD_CLASSES, SCL_CLOUD_SHADOW, SCL_NODATA, SCL_SATURATED_DEFECTIVE
 from harvest.recipes import Recipe
@@ -55,9 +55,11 @@ from harvest.sen2venus import (
     PairImages,
     process_pair,
 )
+from harvest.store import STATE_DIR, atomic_write_json
 from harvest.writers.sen2venus import PairInfo, write_pair
 
-STATUS_DIR = Path(".harvest") / "sen2venus"
+STATUS_DIR = "sen2venus"
+"""Under the state folder (``.harvest``): one status file per pair."""
 SITE_COLUMNS = ("site_id", "site", "name")
 VENUS_BANDS = tuple(dict.fromkeys(VENUS_10M_BANDS + VENUS_20M_BANDS))
 #: S2 SCL classes that make a pixel invalid.
@@ -142,6 +144,9 @@ def read_sites(path: Path) -> list[Site]:
         )
     if frame.crs is not None and frame.crs.to_epsg() != 4326:
         frame = frame.to_crs(4326)
+    for row, name in enumerate(frame[column]):
+        # Site names become folder and file names: refuse any that could leave the output.
+        check_id(name, field=column, where=f"{path} row {row}")
     sites = [
         Site(str(name), geom)
         for name, geom in zip(frame[column], frame.geometry, strict=True)
@@ -244,15 +249,17 @@ def read_pair(
     return PairImages(s2_10, s2_20, venus, VENUS_BANDS, valid_10, valid_20, valid_5)
 
 
+def _status_path(out_dir: Path, pair_id: str) -> Path:
+    return out_dir / STATE_DIR / STATUS_DIR / f"{pair_id}.json"
+
+
 def _status(out_dir: Path, pair_id: str) -> dict[str, Any] | None:
-    path = out_dir / STATUS_DIR / f"{pair_id}.json"
-    return dict(json.loads(path.read_text())) if path.exists() else None
-
-
-def _write_status(out_dir: Path, pair_id: str, body: dict[str, Any]) -> None:
-    path = out_dir / STATUS_DIR / f"{pair_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+    """A pair's status file, or None (none yet, or unreadable: the pair is done again)."""
+    try:
+        data = json.loads(_status_path(out_dir, pair_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") else None
 
 
 def pair_seed(seed: int, pair_id: str) -> int:
@@ -334,7 +341,7 @@ def run_sites(
                 before += 1
             else:
                 status = _one_pair(pair, out_dir, readers, seed, upsample, max_patches)
-                _write_status(out_dir, pid, status)
+                atomic_write_json(_status_path(out_dir, pid), status, durable=False)
                 written += status["status"] == "written"
             if status["status"] == "dropped":
                 dropped.append((pid, str(status["reason"])))

@@ -10,6 +10,7 @@ the patches that are valid everywhere.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,18 @@ def test_the_published_layout_reads_back_with_torch_load(
     assert [r["date"] for r in rows] == ["2019-05-12", "2019-06-01"]
     assert rows[1]["venus_zenith_angle"] == ""
     assert not [p for p in site.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+
+
+def test_a_site_name_that_could_leave_the_output_folder_is_refused(tmp_path: Path) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from harvest.errors import UnsafeIdError
+    from harvest.stages._sen2venus import read_sites
+
+    path = tmp_path / "sites.geojson"
+    gpd.GeoDataFrame({"site_id": ["ok-site", "../x"]}, geometry=[box(0, 0, 1, 1)] * 2,
+                     crs=4326).to_file(path)  # fmt: skip
+    with pytest.raises(UnsafeIdError, match="site_id") as exc:
+        read_sites(path)
+    assert "\n" not in str(exc.value)
