@@ -111,7 +111,9 @@ def config_hash(model: BaseModel) -> str:
 # so `--set workers=4` on a resumed build is the same dataset.
 COMPUTE_KEYS = ("workers", "scheduler")
 # Products of the sen2naip recipe: the real pairs, and HR degraded into S2-like LR.
-PRODUCTS = ("cross-sensor", "synthetic", "sen2venus")
+PRODUCTS = ("cross-sensor", "synthetic", "sen2venus", "sentinel-hr")
+# Products made over whole sites (region: a polygon layer of sites), each with its own recipe.
+SITE_PRODUCTS = {"sen2venus": "sen2venus", "sentinel-hr": "sentinel-hr"}
 # `region: demo-world` is the demo world's sites (its region.geojson).
 DEMO_WORLD_REGION = "demo-world"
 # `prune.model: demo` loads seeded random weights of the CLIP architecture (no download).
@@ -194,6 +196,21 @@ class Sen2venusConfig(StrictModel):
     sift_upsample: int = Field(default=1, ge=1, le=4)
 
 
+class SentinelHrConfig(StrictModel):
+    """The Sentinel-HR series (``sentinel_hr:``; :mod:`harvest.stages._sentinel_hr`).
+
+    Attributes:
+        guide_revisit_days: least gap between kept guide dates (default: the recipe's series).
+        ratio: LR pixel size of the targets over 5 m: 5 (25 m, Sentinel-HR + S2) or 2.5
+            (12.5 m, Sentinel-HR + S2-NG) (default: the recipe's series).
+        sift_upsample: upsampling of the 10 m blue bands before SIFT.
+    """
+
+    guide_revisit_days: float | None = Field(default=None, gt=0)
+    ratio: float | None = Field(default=None, gt=1, le=20)
+    sift_upsample: int = Field(default=1, ge=1, le=4)
+
+
 class PruneConfig(StrictModel):
     """Diversity pruning (``prune:``), as ``harvest prune``; ``prune: null`` keeps every image.
 
@@ -237,11 +254,13 @@ class BuildConfig(StrictModel):
         end: Last acquisition day (default: the recipe's, else today).
         output: The dataset folder.
         products: What to write (sen2naip: ``cross-sensor`` and/or ``synthetic``; sen2venus:
-            ``sen2venus``, the published patch layout over the sites of ``region``).
+            ``sen2venus``, the published patch layout over the sites of ``region``;
+            sentinel-hr: ``sentinel-hr``, guide and target time stacks per site).
         qa: QA limits.
         degradation: How ``synthetic`` is made.
         synthetic: The synthetic set's HR images.
         sen2venus: The SEN2VENuS patches.
+        sentinel_hr: The Sentinel-HR series.
         prune: Diversity pruning, or null.
         seed: Seed of sampling, splits, degradation and pruning.
         workers: Local Dask worker processes for fetch (1: no Dask).
@@ -257,11 +276,14 @@ class BuildConfig(StrictModel):
     start: date | None = None
     end: date | None = None
     output: Path
-    products: tuple[Literal["cross-sensor", "synthetic", "sen2venus"], ...] = ("cross-sensor",)
+    products: tuple[Literal["cross-sensor", "synthetic", "sen2venus", "sentinel-hr"], ...] = (
+        "cross-sensor",
+    )
     qa: QaConfig = QaConfig()
     degradation: DegradationConfig = DegradationConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     sen2venus: Sen2venusConfig = Sen2venusConfig()
+    sentinel_hr: SentinelHrConfig = SentinelHrConfig()
     prune: PruneConfig | None = None
     seed: int = 0
     workers: int = Field(default=1, ge=1)
@@ -274,14 +296,16 @@ class BuildConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
-        if "sen2venus" in self.products:
-            if self.products != ("sen2venus",) or self.recipe != "sen2venus":
+        site = self.site_product()
+        if site is not None:
+            recipe = SITE_PRODUCTS[site]
+            if self.products != (site,) or self.recipe != recipe:
                 raise ValueError(
-                    "products: sen2venus is a product of its own, made with recipe sen2venus"
+                    f"products: {site} is a product of its own, made with recipe {recipe}"
                 )
             if self.n is not None or self.rois is not None:
                 raise ValueError(
-                    "products: sen2venus cuts patches over the sites of region; remove n and rois"
+                    f"products: {site} covers the whole sites of region; remove n and rois"
                 )
         elif self.n is None and self.rois is None:
             raise ValueError("give n (ROIs to sample) or rois (an existing ROI table)")
@@ -297,6 +321,10 @@ class BuildConfig(StrictModel):
             raise ValueError("region demo-world needs catalog demo")
         return self
 
+    def site_product(self) -> str | None:
+        """The product made over whole sites (``sen2venus``, ``sentinel-hr``), if any."""
+        return next((p for p in self.products if p in SITE_PRODUCTS), None)
+
     def prune_product(self) -> str:
         """The product whose images are pruned."""
         if self.prune is not None and self.prune.product is not None:
@@ -310,6 +338,8 @@ class BuildConfig(StrictModel):
             exclude.add("synthetic")  # unused; and the hashes of earlier folders stay the same
         if "sen2venus" not in self.products:
             exclude.add("sen2venus")
+        if "sentinel-hr" not in self.products:
+            exclude.add("sentinel_hr")
         payload: Any = self.model_dump(mode="json", exclude=exclude)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -19,7 +19,6 @@ from harvest.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from harvest.embed import WeightsSpec
-    from harvest.stages._sen2venus import Sen2venusSummary
 
 # Spacing of the demo ROIs: more than the 1210 m SEN2NAIP chip, so chips rarely overlap.
 DEMO_MIN_DISTANCE_KM = 1.25
@@ -350,8 +349,8 @@ def run_build(
         _write_config(out / BUILD_CONFIG, config, digest)
         steps: list[BuildStep] = []
         region = _open_world(ctx, steps)
-        if config.products == ("sen2venus",):
-            return _build_sen2venus(ctx, steps, digest, state_path)
+        if config.site_product() is not None:
+            return _build_sites(ctx, steps, digest, state_path)
 
         t0 = time.perf_counter()
         rois_path = config.rois if config.rois is not None else out / BUILD_ROIS
@@ -471,9 +470,9 @@ def _open_world(ctx: _Context, steps: list[BuildStep]) -> str | Path:
         BuildStep("demo world", f"{n_sites} sites in {world}", time.perf_counter() - t0, reused)
     )
     if ctx.config.region == DEMO_WORLD_REGION:
-        # SEN2VENuS patches cover whole sites; the other products sample ROI centres.
-        sen2venus = ctx.config.products == ("sen2venus",)
-        region = world / ("sites.geojson" if sen2venus else "region.geojson")
+        # SEN2VENuS and Sentinel-HR cover whole sites; the other products sample ROI centres.
+        sites = ctx.config.site_product() is not None
+        region = world / ("sites.geojson" if sites else "region.geojson")
     return region
 
 
@@ -509,7 +508,19 @@ def _reader_settings(ctx: _Context, opened: Any, source: str) -> tuple[Any, Any]
     return policy, readers
 
 
-def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
+def _sites_file(ctx: _Context) -> str | Path:
+    """The region of a site product.
+
+    A layer of sites (the demo world's ``sites.geojson``), or a plain region whose VENuS sites
+    the stage finds in the catalog.
+    """
+    config = ctx.config
+    if config.catalog.source == "demo" and config.region == DEMO_WORLD_REGION:
+        return _demo_world(ctx) / "sites.geojson"
+    return config.region
+
+
+def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
     """Every site's pairs searched, the new ones processed and written (resumable)."""
     from harvest.recipes import load_recipe
     from harvest.stages import _sen2venus as sen2venus
@@ -517,15 +528,12 @@ def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
 
     config, out = ctx.config, ctx.out
     recipe = load_recipe(config.recipe)
-    sites = Path(config.region)
-    if config.catalog.source == "demo" and config.region == DEMO_WORLD_REGION:
-        sites = _demo_world(ctx) / "sites.geojson"
     t0 = time.perf_counter()
     first, last = search_window(recipe, config.start, config.end, ctx.today)
     source, opened = _open_source(ctx)
     policy, readers = _reader_settings(ctx, opened, source)
     done = sen2venus.run_sites(
-        sites,
+        _sites_file(ctx),
         recipe=recipe,
         catalog=opened.catalog,
         readers=readers,
@@ -538,24 +546,102 @@ def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> Sen2venusSummary:
         progress=ctx.progress,
     )
     steps.append(BuildStep("sen2venus", done.line(), time.perf_counter() - t0, not done.n_written))
-    return done
-
-
-def _sen2venus_record(
-    ctx: _Context, done: Sen2venusSummary, digest: str, prev: dict[str, Any]
-) -> dict[str, Any]:
-    """``dataset.json`` of a SEN2VENuS folder as it is now (version and history carried over)."""
-    from harvest import __version__
-    from harvest.recipes import load_recipe
-
-    config, out = ctx.config, ctx.out
-    created = str(prev.get("created") or _now())
     counts = {
         "sites": done.n_sites,
         "pairs_found": done.n_pairs,
         "pairs_written": done.n_pairs - len(done.dropped),
         "patches": done.n_patches,
     }
+    return _SitePass(
+        counts,
+        "dropped_pairs",
+        tuple({"pair": p, "reason": r} for p, r in done.dropped),
+        done.n_written,
+        {"pairs": counts["pairs_written"], "patches": counts["patches"]},
+        "new same-day pairs",
+    )
+
+
+def _sentinel_hr_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
+    """Every site's guide and target series searched; sites whose series changed (re)written."""
+    from harvest.recipes import load_recipe
+    from harvest.stages import _sentinel_hr as sentinel_hr
+    from harvest.stages.search import search_window
+
+    config, out = ctx.config, ctx.out
+    recipe = load_recipe(config.recipe)
+    assert recipe.series is not None  # validated: products sentinel-hr needs recipe sentinel-hr
+    t0 = time.perf_counter()
+    first, last = search_window(recipe, config.start, config.end, ctx.today)
+    source, opened = _open_source(ctx)
+    policy, readers = _reader_settings(ctx, opened, source)
+    done = sentinel_hr.run_sites(
+        _sites_file(ctx),
+        recipe=recipe,
+        catalog=opened.catalog,
+        readers=readers,
+        out_dir=out,
+        start=first,
+        end=last,
+        ratio=config.sentinel_hr.ratio or recipe.series.target_ratio,
+        guide_revisit_days=(
+            config.sentinel_hr.guide_revisit_days or recipe.series.guide_revisit_days
+        ),
+        upsample=config.sentinel_hr.sift_upsample,
+        progress=ctx.progress,
+    )
+    steps.append(
+        BuildStep("sentinel-hr", done.line(), time.perf_counter() - t0, not done.n_written)
+    )
+    counts = {
+        "sites": done.n_sites,
+        "sites_written": done.n_sites - len(done.dropped),
+        "guide_dates": done.n_guides,
+        "target_dates": done.n_targets,
+    }
+    return _SitePass(
+        counts,
+        "dropped_sites",
+        tuple({"site": p, "reason": r} for p, r in done.dropped),
+        done.n_written,
+        {"guide_dates": done.n_guides, "target_dates": done.n_targets},
+        "sites whose series grew",
+    )
+
+
+@dataclass(frozen=True)
+class _SitePass:
+    """What one pass of a site product (sen2venus, sentinel-hr) did, for the record.
+
+    Attributes:
+        counts: The folder's counts now.
+        dropped_key: ``dataset.json`` key of the dropped list.
+        dropped: What was dropped and why.
+        n_written: Pairs or sites written by this pass.
+        totals: What the folder holds now (the history's ``added`` of a first build).
+        change: What an extension adds, in words.
+    """
+
+    counts: dict[str, int]
+    dropped_key: str
+    dropped: tuple[dict[str, str], ...]
+    n_written: int
+    totals: dict[str, int]
+    change: str
+
+
+_SITE_PASSES = {"sen2venus": _sen2venus_pass, "sentinel-hr": _sentinel_hr_pass}
+
+
+def _site_record(
+    ctx: _Context, done: _SitePass, digest: str, prev: dict[str, Any]
+) -> dict[str, Any]:
+    """``dataset.json`` of a site-product folder as it is now (version and history kept)."""
+    from harvest import __version__
+    from harvest.recipes import load_recipe
+
+    config, out = ctx.config, ctx.out
+    created = str(prev.get("created") or _now())
     return {
         "name": str(prev.get("name") or out.resolve().name),
         "version": str(prev.get("version", FIRST_VERSION)),
@@ -569,32 +655,34 @@ def _sen2venus_record(
         "catalog": config.catalog.source,
         "searched_until": (ctx.today or date.today()).isoformat(),
         "extensions": int(prev.get("extensions", 0)),
-        "counts": counts,
-        "dropped_pairs": [{"pair": p, "reason": r} for p, r in done.dropped],
+        "counts": dict(done.counts),
+        done.dropped_key: list(done.dropped),
         "history": list(prev.get("history", []))
         or [
             {
                 "version": FIRST_VERSION,
                 "date": created[:10],
                 "change": "first build",
-                "added": {"pairs": counts["pairs_written"], "patches": counts["patches"]},
+                "added": dict(done.totals),
             }
         ],
     }
 
 
-def _build_sen2venus(
+def _build_sites(
     ctx: _Context, steps: list[BuildStep], digest: str, state_path: Path
 ) -> BuildSummary:
-    """The SEN2VENuS build (:mod:`harvest.stages._sen2venus`): sites, pairs, patches, record.
+    """A site-product build (:mod:`harvest.stages._sen2venus`, :mod:`._sentinel_hr`).
 
-    The card is a short one (numbers, layout, dropped pairs, sources); no STAC Collection yet.
+    Sites, series or pairs, their files, the record and a short card (no STAC Collection yet).
     """
-    done = _sen2venus_pass(ctx, steps)
+    product = ctx.config.site_product()
+    assert product is not None
+    done = _SITE_PASSES[product](ctx, steps)
     previous = _read_json_or_none(ctx.out / DATASET_JSON)
-    record = _sen2venus_record(ctx, done, digest, previous or {})
+    record = _site_record(ctx, done, digest, previous or {})
     _write_record(ctx.out, record, previous)
-    _sen2venus_card(ctx, record)
+    _site_card(ctx, record)
     _write_json(state_path, {"config_hash": digest, "complete": True})
     return BuildSummary(
         output=ctx.out,
@@ -605,51 +693,52 @@ def _build_sen2venus(
     )
 
 
-def _sen2venus_card(ctx: _Context, record: dict[str, Any]) -> None:
-    from harvest.writers.card import write_sen2venus_card
+def _site_card(ctx: _Context, record: dict[str, Any]) -> None:
+    from harvest.writers.card import write_sen2venus_card, write_sentinel_hr_card
 
     provider = "demo" if ctx.config.catalog.source == "demo" else ctx.config.catalog.source
-    write_sen2venus_card(ctx.out, record, provider)
+    if ctx.config.site_product() == "sentinel-hr":
+        write_sentinel_hr_card(ctx.out, record, provider)
+    else:
+        write_sen2venus_card(ctx.out, record, provider)
 
 
-def _extend_sen2venus(
-    ctx: _Context, record: dict[str, Any], n: int, started: float
-) -> ExtendSummary:
-    """``harvest extend`` of a SEN2VENuS folder: the pairs the sites gained since, as a version.
+def _extend_sites(ctx: _Context, record: dict[str, Any], n: int, started: float) -> ExtendSummary:
+    """``harvest extend`` of a site-product folder: what the sites gained since, as a version.
 
     Raises:
-        InputFileError: ``n`` > 0 (a SEN2VENuS folder covers whole sites: no ROIs to sample).
+        InputFileError: ``n`` > 0 (such a folder covers whole sites: no ROIs to sample).
     """
     from harvest.errors import InputFileError
 
+    product = ctx.config.site_product()
+    assert product is not None
     if n:
         raise InputFileError(
-            f"--n {n}: a sen2venus dataset covers whole sites and has no ROIs to sample; run "
-            "'harvest extend DATASET' without --n to add the pairs found since"
+            f"--n {n}: a {product} dataset covers whole sites and has no ROIs to sample; run "
+            "'harvest extend DATASET' without --n to add what the sites gained since"
         )
     steps: list[BuildStep] = []
     _open_world(ctx, steps)
-    done = _sen2venus_pass(ctx, steps)
+    done = _SITE_PASSES[product](ctx, steps)
     before = str(record["version"])
-    new = _sen2venus_record(ctx, done, str(record["config_hash"]), record)
+    new = _site_record(ctx, done, str(record["config_hash"]), record)
     added = done.n_written
     if added:
         run_no = int(record.get("extensions", 0)) + 1
         new["version"] = bump_version(before)
         new["extensions"] = run_no
+        old_counts = record.get("counts", {})
         new["history"].append(
             {
                 "version": new["version"],
                 "date": (ctx.today or date.today()).isoformat(),
-                "change": f"extension {run_no}: new same-day pairs",
-                "added": {
-                    "pairs": added,
-                    "patches": done.n_patches - int(record["counts"].get("patches", 0)),
-                },
+                "change": f"extension {run_no}: {done.change}",
+                "added": {k: v - int(old_counts.get(k, 0)) for k, v in done.totals.items()},
             }
         )
     _write_record(ctx.out, new, record)
-    _sen2venus_card(ctx, new)
+    _site_card(ctx, new)
     return ExtendSummary(
         output=ctx.out,
         status="extended" if added else "nothing_new",
@@ -1253,8 +1342,8 @@ def run_extend(
     today = today or date.today()
     ctx = _Context(config, out, Progress.of(progress), demo_world_env, ee_project_env, today)
     with _dataset_lock(out):
-        if config.products == ("sen2venus",):
-            return _extend_sen2venus(ctx, record, n, started)
+        if config.site_product() is not None:
+            return _extend_sites(ctx, record, n, started)
         pending = _pending_extension(out, record, n, since, today, config.seed)
         try:
             return _extend(ctx, record, pending, started)

@@ -16,6 +16,10 @@ Scale and offset (``physical = DN * scale + offset``), resolved per asset in thi
    baseline 04.00 stores reflectance + 1000 DN). A scene whose baseline is unknown gets the offset
    when it was acquired on or after ``baseline_offset.assume_from`` (products generated since then
    all use baseline >= 04.00); earlier scenes of unknown baseline get none.
+
+Nodata and data type, per asset: the band entry's ``nodata``/``dtype`` when the profile sets
+them (``nodata: none`` says every stored value is data, as in MAJA's masks where 0 means clear),
+else the item's ``raster:bands``, else the collection's ``radiometry``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ class BandMapping(StrictModel):
     raw: bool = Field(
         default=False,
         description="A class or mask band (SCL): values are used as stored (scale 1, offset 0).",
+    )
+    nodata: float | Literal["none"] | None = Field(
+        default=None,
+        description=(
+            "This band's stored nodata value, overriding the item's raster:bands and the "
+            "collection's; 'none': every stored value is data (a MAJA mask, where 0 means "
+            "clear). Unset (or null): the item's, else the collection's."
+        ),
+    )
+    dtype: str | None = Field(
+        default=None,
+        description="This band's stored data type, overriding the item's and the collection's.",
     )
 
 
@@ -366,6 +382,28 @@ def scale_offset(
     return scale, offset
 
 
+def _band_nodata(
+    mapping: BandMapping, raster_band: Mapping[str, Any] | None, rad: Radiometry
+) -> float | None:
+    """A band's nodata: the profile's band entry, else the item's, else the collection's."""
+    if mapping.nodata == "none":
+        return None
+    if mapping.nodata is not None:
+        return float(mapping.nodata)
+    nodata = raster_band.get("nodata") if raster_band else None
+    return float(nodata) if nodata is not None else rad.nodata
+
+
+def _band_dtype(
+    mapping: BandMapping, raster_band: Mapping[str, Any] | None, rad: Radiometry
+) -> str | None:
+    """A band's stored data type, in the order of :func:`_band_nodata`."""
+    if mapping.dtype is not None:
+        return mapping.dtype
+    dtype = raster_band.get("data_type") if raster_band else None
+    return str(dtype) if dtype is not None else rad.dtype
+
+
 def parse_item(
     item: Mapping[str, Any],
     profile: ProviderProfile,
@@ -449,15 +487,13 @@ def parse_item(
             scale, offset = 1.0, 0.0
         else:
             scale, offset = scale_offset(rad, raster_band, baseline, when)
-        nodata = raster_band.get("nodata") if raster_band else None
-        dtype = raster_band.get("data_type") if raster_band else None
         assets[band] = AssetRef(
             href=_unsigned(str(asset["href"])),
             band_index=mapping.band_index,
             scale=scale,
             offset=offset,
-            nodata=float(nodata) if nodata is not None else rad.nodata,
-            dtype=str(dtype) if dtype is not None else rad.dtype,
+            nodata=_band_nodata(mapping, raster_band, rad),
+            dtype=_band_dtype(mapping, raster_band, rad),
         )
         if asset.get("gsd") is not None:
             asset_gsds.append(float(asset["gsd"]))

@@ -21,6 +21,7 @@ from harvest.recipes.model import (
     Role,
     Sensor,
     SensorKind,
+    SeriesSpec,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Recipe",
     "Role",
     "Sensor",
+    "SeriesSpec",
     "SensorKind",
     "load_recipe",
     "recipe_names",

@@ -179,6 +179,21 @@ class PairingSpec(StrictModel):
     )
 
 
+class SeriesSpec(StrictModel):
+    """A time-series recipe's series (Sentinel-HR): how guides are thinned, how LR is made.
+
+    Targets are HR dates (not guides) with an LR scene less than ``pairing.max_dt_days`` away;
+    their LR is resampled to ``hr.gsd_m * target_ratio`` metres.
+    """
+
+    guide_revisit_days: float = Field(
+        gt=0, description="Least gap between kept guide dates (the guide series' revisit)."
+    )
+    target_ratio: float = Field(
+        gt=1, le=20, description="LR pixel size of the targets over the HR's (5: 25 m over 5 m)."
+    )
+
+
 class QaSpec(StrictModel):
     """Which checks QA applies, and which LR band corresponds to which HR band.
 
@@ -207,7 +222,11 @@ class Recipe(StrictModel):
     lr: Sensor
     hr: Sensor
     guide: Sensor | None = Field(
-        default=None, description="A guide series (Sentinel-HR); not fetched yet."
+        default=None,
+        description="A guide series (Sentinel-HR, with series); chip stages do not fetch it.",
+    )
+    series: SeriesSpec | None = Field(
+        default=None, description="Guide thinning and target LR of a time-series recipe."
     )
     pairing: PairingSpec
     max_scene_cloud_pct: float = Field(ge=0, le=100)
@@ -243,6 +262,11 @@ class Recipe(StrictModel):
             )
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
+        if (self.series is None) != (self.guide is None):
+            raise ValueError(
+                "a guide sensor and series come together: give both (a time-series recipe) "
+                "or neither"
+            )
         return self
 
     def _check_qa(self) -> None:

@@ -2,7 +2,9 @@
 
 ROIs are sites, not sampled points: the build's region is a polygon layer with one polygon per
 VENuS site (GeoJSON, GeoPackage or GeoParquet with a ``site_id``, ``site`` or ``name`` column;
-the demo world's ``sites.geojson``). For each site:
+the demo world's ``sites.geojson``), or a plain region (``world-land``, ``conus``, any polygon
+file without such a column) whose VENuS sites are found in the catalog: the VENuS scenes over
+it grouped by the site named in their product id (:func:`resolve_sites`). For each site:
 
 1. one search for Sentinel-2 and VENuS scenes over the site polygons; each VENuS scene is paired
    with the same-UTC-day S2 scene that covers most of the site with it (:func:`find_pairs`);
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import zlib
 from collections.abc import Sequence
@@ -32,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
 
 from harvest.backends.base import Catalog, Footprint, Reader, SceneRef, SearchRequest
 from harvest.backends.registry import ReaderSettings, reader_for
@@ -58,6 +61,7 @@ from harvest.sen2venus import (
 from harvest.store import STATE_DIR, atomic_write_json
 from harvest.writers.sen2venus import PairInfo, write_pair
 
+_VENUS_SITE_IN_ID = re.compile(r"_L2A_([A-Za-z0-9][A-Za-z0-9-]*)_")
 STATUS_DIR = "sen2venus"
 """Under the state folder (``.harvest``): one status file per pair."""
 SITE_COLUMNS = ("site_id", "site", "name")
@@ -121,12 +125,8 @@ class Sen2venusSummary:
         )
 
 
-def read_sites(path: Path) -> list[Site]:
-    """The site polygons of a vector file (see the module doc).
-
-    Raises:
-        InputFileError: the file cannot be read, has no name column or no polygon.
-    """
+def _read_layer(path: Path) -> tuple[Any, str | None]:
+    """A vector file as a GeoDataFrame in lon/lat, and its site-name column (or None)."""
     import geopandas as gpd
 
     try:
@@ -136,14 +136,12 @@ def read_sites(path: Path) -> list[Site]:
             f"cannot read the sites file {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
             "; give a GeoJSON, GeoPackage or GeoParquet of site polygons"
         ) from None
-    column = next((c for c in SITE_COLUMNS if c in frame.columns), None)
-    if column is None:
-        raise InputFileError(
-            f"the sites file {path} has no {', '.join(SITE_COLUMNS)} column; add one naming "
-            "each site"
-        )
     if frame.crs is not None and frame.crs.to_epsg() != 4326:
         frame = frame.to_crs(4326)
+    return frame, next((c for c in SITE_COLUMNS if c in frame.columns), None)
+
+
+def _sites_of(frame: Any, column: str, path: Path | str) -> list[Site]:
     for row, name in enumerate(frame[column]):
         # Site names become folder and file names: refuse any that could leave the output.
         check_id(name, field=column, where=f"{path} row {row}")
@@ -154,6 +152,83 @@ def read_sites(path: Path) -> list[Site]:
     ]
     if not sites:
         raise InputFileError(f"the sites file {path} holds no polygon; give site footprints")
+    return sites
+
+
+def read_sites(path: Path) -> list[Site]:
+    """The site polygons of a vector file (see the module doc).
+
+    Raises:
+        InputFileError: the file cannot be read, has no name column or no polygon.
+    """
+    frame, column = _read_layer(path)
+    if column is None:
+        raise InputFileError(
+            f"the sites file {path} has no {', '.join(SITE_COLUMNS)} column; add one naming "
+            "each site"
+        )
+    return _sites_of(frame, column, path)
+
+
+def venus_site(scene: SceneRef) -> str | None:
+    """The VENuS site a scene belongs to, from its product id, or None.
+
+    Theia names VENuS L2A products ``VENUS-XS_{date}-{time}-000_L2A_{SITE}_C_V{version}``.
+    """
+    found = _VENUS_SITE_IN_ID.search(scene.item_id)
+    return found.group(1) if found else None
+
+
+def resolve_sites(
+    region: str | Path,
+    catalog: Catalog,
+    recipe: Recipe,
+    start: date,
+    end: date,
+    *,
+    progress: bool = False,
+) -> list[Site]:
+    """The sites of a site product (module doc).
+
+    The polygons of a layer with a site column, or else (``world-land``, ``conus``, any polygon
+    file without one) the VENuS sites found in the region: the HR scenes over it, grouped by
+    :func:`venus_site`, each site the union of its scenes' footprints.
+
+    Raises:
+        InputFileError: the layer cannot be read, or the region holds no VENuS site.
+        RegionError: the region cannot be loaded.
+    """
+    from shapely.ops import unary_union
+
+    from harvest.regions import load_region
+
+    path = Path(region).expanduser()
+    if path.is_file():
+        frame, column = _read_layer(path)
+        if column is not None:
+            return _sites_of(frame, column, path)
+    area = load_region(region)
+    request = SearchRequest(
+        footprints=(Footprint("region", area.geometry),),
+        collections=(recipe.hr.collection,),
+        start=datetime(start.year, start.month, start.day, tzinfo=UTC),
+        end=datetime(end.year, end.month, end.day, 23, 59, 59, 999999, tzinfo=UTC),
+        max_cloud_pct=None,
+    )
+    found: dict[str, list[BaseGeometry]] = {}
+    for scene in catalog.search(request, progress=progress).scenes:
+        name = venus_site(scene)
+        if name is not None:
+            found.setdefault(name, []).append(scene.geometry)
+    for name in found:
+        check_id(name, field="VENuS site", where=f"the catalog's {recipe.hr.collection} items")
+    sites = [Site(name, unary_union(found[name])) for name in sorted(found)]
+    if not sites:
+        raise InputFileError(
+            f"no {recipe.hr.collection} scene with a site name in its id lies in region "
+            f"{region} between {start} and {end}; give a polygon file of the sites (a site_id "
+            "column) or a wider region or time window"
+        )
     return sites
 
 
@@ -196,7 +271,7 @@ def find_pairs(
 
 def _project(geom: BaseGeometry, epsg: int) -> BaseGeometry:
     t = Transformer.from_crs(4326, epsg, always_xy=True)
-    return shapely_transform(t.transform, geom)
+    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
 
 
 def pair_grids(pair: SitePair, patch_px: int = PATCH_PX[5]) -> tuple[ChipGrid, ...] | None:
@@ -313,7 +388,7 @@ def _one_pair(
 
 
 def run_sites(
-    sites_path: Path,
+    region: str | Path,
     *,
     recipe: Recipe,
     catalog: Catalog,
@@ -328,8 +403,8 @@ def run_sites(
 ) -> Sen2venusSummary:
     """Steps 1-4 of the module doc for every site; pairs done before are skipped."""
     started = time.perf_counter()
-    sites = read_sites(sites_path)
     progress = Progress.of(progress)
+    sites = resolve_sites(region, catalog, recipe, start, end, progress=progress.enabled)
     pairs = find_pairs(catalog, sites, recipe, start, end, progress=progress.enabled)
     written = before = patches = 0
     dropped: list[tuple[str, str]] = []

@@ -12,8 +12,12 @@ variable). NDVI needs the red and near-infrared bands: taken from the band names
 descriptions or the Zarr ``band`` coordinate: ``red``/``B04``/``B4`` and ``nir``/``B08``/``B8``)
 or given as 1-based ``--red``/``--nir``.
 
-A Zarr store holds one data variable (or name it) with dimensions ``y`` and ``x``, optionally
-``band`` and ``time``: every time step is scored, and the report's ``mean`` averages each value
+A Zarr store holds one data variable on dimensions ``y`` and ``x`` (or name it with
+``--variable``; a store with a single such variable is read whatever its name), optionally
+``band`` and ``time``: every time step is scored. A Sentinel-HR ``targets.zarr`` is a reference
+as it is (its ``reference`` variable; ``lr`` lies on ``y_lr``/``x_lr``). The CRS comes from the
+variable's grid mapping (CF) or a ``crs_wkt`` attribute; a store without one is compared by its
+coordinates only. Every time step is scored, and the report's ``mean`` averages each value
 over them. The report (JSON, written atomically) holds the inputs, the options and the scores.
 """
 
@@ -112,7 +116,11 @@ def _read_zarr(path: Path, what: str, variable: str | None) -> Stack:
         ds = xr.open_zarr(path)
     except Exception as exc:  # zarr raises many types for a broken store
         raise EvaluateError(f"cannot read {what} {path} as Zarr: {first_line(exc)}") from None
-    names = [n for n, v in ds.data_vars.items() if v.ndim >= 2]
+    # Image variables: those on the y/x grid (a Sentinel-HR targets store's lr, on y_lr/x_lr,
+    # and its per-date tables are not).
+    names = [str(n) for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims)]
+    if variable is not None and variable not in ds.data_vars and len(names) == 1:
+        variable = names[0]  # the one image of a prediction named otherwise than the reference
     if variable is None and len(names) != 1:
         raise EvaluateError(
             f"{what} {path} holds {len(names)} image variables ({', '.join(names) or 'none'}); "
@@ -145,7 +153,9 @@ def _read_zarr(path: Path, what: str, variable: str | None) -> Stack:
     times = tuple(str(t) for t in da["time"].values) if "time" in da.coords else ()
     if not times and da.sizes["time"] > 1:
         times = tuple(str(i) for i in range(da.sizes["time"]))
-    crs = da.attrs.get("crs_wkt") or ds.attrs.get("crs_wkt")
+    mapping = da.attrs.get("grid_mapping")
+    mapped = ds[mapping].attrs if isinstance(mapping, str) and mapping in ds.variables else {}
+    crs = da.attrs.get("crs_wkt") or mapped.get("crs_wkt") or ds.attrs.get("crs_wkt")
     grid = (
         crs,
         tuple(np.round(np.asarray(da["x"].values, dtype=np.float64), 6))
@@ -181,11 +191,17 @@ def _same_grid(a: Stack, b: Stack, what: str) -> None:
         raise EvaluateError(
             f"{a.path} is {a.kind} but {b.path} is {b.kind}; give two GeoTIFFs or two Zarr stores"
         )
-    if a.grid != b.grid:
+    grid_a, grid_b = a.grid, b.grid
+    if a.kind == "zarr" and (grid_a[0] is None or grid_b[0] is None):
+        # A store without a CRS (a prediction written with the reference's x/y only) is
+        # compared by its coordinates.
+        grid_a, grid_b = grid_a[1:], grid_b[1:]
+    if grid_a != grid_b:
         names: tuple[str, ...] = ("CRS", "transform", "height", "width")
         if a.kind == "zarr":
             names = ("CRS", "x coordinates", "y coordinates", "height", "width")
-        diff = next(n for n, x, y in zip(names, a.grid, b.grid, strict=False) if x != y)
+            names = names[len(a.grid) - len(grid_a) :]
+        diff = next(n for n, x, y in zip(names, grid_a, grid_b, strict=False) if x != y)
         raise EvaluateError(
             f"{what} {b.path} is not on the grid of {a.path} (its {diff} differs); resample it "
             "onto the reference grid first"

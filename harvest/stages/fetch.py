@@ -735,8 +735,9 @@ def run(
         )
     if recipe.guide is not None:
         raise ConfigError(
-            f"recipe {recipe.name} has a guide sensor, which fetch does not read yet: remove "
-            "guide from the recipe to fetch its LR/HR pairs"
+            f"recipe {recipe.name} is a time series with a guide sensor, which fetch does not "
+            "read: build its stores with 'harvest build' and products: [sentinel-hr] (see "
+            "configs/builds/sentinel-hr.yaml)"
         )
     jobs = _as_jobs(pairs)
     policy = href_policy or _href_policy(pairs, allow_hosts)

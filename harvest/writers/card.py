@@ -626,3 +626,65 @@ def write_sen2venus_card(out_dir: Path, record: Mapping[str, Any], provider: str
     card = out_dir / CARD
     atomic_write_bytes(card, ("\n".join(lines) + "\n").encode())
     return card
+
+
+def write_sentinel_hr_card(out_dir: Path, record: Mapping[str, Any], provider: str) -> Path:
+    """The card (``README.md``) of a Sentinel-HR folder: numbers, stores, dropped sites, sources.
+
+    Args:
+        out_dir: the dataset folder.
+        record: its ``dataset.json``.
+        provider: the catalog's provider (for the licences).
+
+    Returns:
+        The card's path.
+    """
+    from harvest.diskio import atomic_write_bytes
+
+    counts = record["counts"]
+    sites = sorted(p.name for p in out_dir.iterdir() if (p / "targets.zarr").is_dir())
+    lines = [
+        f"# {record['name']}",
+        "",
+        f"Sentinel-HR hybridation series (recipe `{record['recipe']}`), version "
+        f"{record['version']}, built by harvest {record['harvest_version']} from "
+        f"`{record['catalog']}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| sites | {counts['sites']} |",
+        f"| sites written | {counts['sites_written']} |",
+        f"| guide dates (VENuS 5 m) | {counts['guide_dates']} |",
+        f"| target dates (S2 + VENuS < 1 day apart) | {counts['target_dates']} |",
+        "",
+        "## Layout",
+        "",
+        "Per site folder, two Zarr stores (open with `xarray.open_zarr`; CF-style: `time`, "
+        "projected `x`/`y` pixel centres in metres, a `spatial_ref` grid mapping, reflectance "
+        "stored as int16 with `scale_factor` 1e-4 and `_FillValue` where a pixel is invalid):",
+        "",
+        "- `guides.zarr`: `reflectance (time, band, y, x)`, the VENuS 5 m guide series thinned "
+        "to the configured revisit;",
+        "- `targets.zarr`: `lr (time, band, y_lr, x_lr)`, Sentinel-2 registered onto VENuS "
+        "(SIFT), mapped onto its radiometry (least squares per date) and resampled with a "
+        "Gaussian matched to the MTF; `reference (time, band, y, x)`, VENuS 5 m on the same "
+        "dates; `shift_px` and `mapping` per date.",
+        "",
+        "Bands: VENuS B3 B4 B7 B11 (coordinate `venus_band`), named by the Sentinel-2 bands "
+        "they stand for, B02 B03 B04 B08 (`band`).",
+        "",
+        f"Sites: {', '.join(sites) if sites else 'none'}.",
+        "",
+        "## Dropped sites",
+        "",
+    ]
+    dropped = record.get("dropped_sites", [])
+    lines += [f"- {d['site']}: {d['reason']}" for d in dropped] or ["None."]
+    lines += ["", "## Sources and licences", ""]
+    for collection in ("sentinel-2-l2a", "venus-l2a"):
+        lic = source_license(collection, provider)
+        credit = f" Credit: {lic.attribution}" if lic.attribution else ""
+        lines.append(f"- {collection}: [{lic.title}]({lic.href}).{credit}")
+    card = out_dir / CARD
+    atomic_write_bytes(card, ("\n".join(lines) + "\n").encode())
+    return card

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_TWINS = sorted((REPO / "configs" / "builds").glob("demo*.yaml"))
 # The synthetic-only and SEN2VENuS twins have no ROI chips: test_cli_build_synthetic.py and
 # test_cli_build_sen2venus.py.
-PAIR_TWINS = [p for p in DEMO_TWINS if p.stem not in ("demo-sen2naip-synthetic", "demo-sen2venus")]
+SITE_TWINS = ("demo-sen2naip-synthetic", "demo-sen2venus", "demo-sentinel-hr")
+PAIR_TWINS = [p for p in DEMO_TWINS if p.stem not in SITE_TWINS]
 
 
 def build(config: Path, out: Path, world: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,7 @@ PURE_HARVEST = (
     "hrefs",
     "cluster",
     "sen2venus",
+    "sentinel_hr",
 )
 
 

@@ -13,7 +13,7 @@ from harvest.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 BUILDS = sorted((REPO / "configs" / "builds").glob("*.yaml"))
-RECIPES = ("sen2naip-cross-sensor", "sen2naip-synthetic", "sen2venus", "sen12")
+RECIPES = ("sen2naip-cross-sensor", "sen2naip-synthetic", "sen2venus", "sentinel-hr", "sen12")
 
 
 def one_line(exc: pytest.ExceptionInfo[ConfigError]) -> str:

@@ -56,8 +56,16 @@ def es() -> ProviderProfile:
 
 
 def test_shipped_profiles() -> None:
-    assert known_profiles() == ("demo", "earth-engine", "earth-search", "planetary-computer")
-    pc, es, ee, demo = (load_profile(n) for n in known_profiles()[::-1])
+    assert known_profiles() == (
+        "demo",
+        "earth-engine",
+        "earth-search",
+        "earthdaily",
+        "planetary-computer",
+    )
+    pc, es, ee, demo = (
+        load_profile(n) for n in ("planetary-computer", "earth-search", "earth-engine", "demo")
+    )
     assert pc.stac_api_url == "https://planetarycomputer.microsoft.com/api/stac/v1"
     assert pc.sign_hrefs and not es.sign_hrefs and not demo.sign_hrefs
     assert es.stac_api_url == "https://earth-search.aws.element84.com/v1"
@@ -118,6 +126,34 @@ def test_profile_validation(tmp_path: Path) -> None:
     typo.write_text(text.replace("sign_hrefs:", "sign_href:"))
     with pytest.raises(ConfigError, match="unknown key 'sign_href'"):
         load_profile(typo)
+
+
+def test_band_nodata_and_dtype_overrides(tmp_path: Path) -> None:
+    text = (PROVIDER_DIR / "earth-search.yaml").read_text()
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(
+        text.replace(
+            "SCL: {asset: scl, raw: true}", "SCL: {asset: scl, raw: true, nodata: none}", 1
+        ).replace("B01: {asset: coastal}", "B01: {asset: coastal, nodata: -1, dtype: int16}", 1)
+    )
+    prof = load_profile(custom)
+    item = _earth_search_v1_item()  # every asset publishes raster:bands nodata 0
+    s = parse_item(item, prof)
+    assert (s.asset("SCL").nodata, s.asset("SCL").dtype) == (None, "uint8")  # dtype: the item's
+    assert (s.asset("B01").nodata, s.asset("B01").dtype) == (-1.0, "int16")
+    assert (s.asset("B02").nodata, s.asset("B02").dtype) == (0.0, "uint16")  # not overridden
+    for asset in item["assets"].values():
+        del asset["raster:bands"]
+    s = parse_item(item, prof)
+    assert s.asset("SCL").nodata is None and s.asset("B02").nodata == 0.0  # the collection's
+    # Without overrides a profile behaves as before: the shipped one takes the item's values.
+    assert (
+        parse_item(_earth_search_v1_item(), load_profile("earth-search")).asset("SCL").nodata == 0
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("SCL: {asset: scl, raw: true}", "SCL: {asset: scl, nodata: nil}"))
+    with pytest.raises(ConfigError, match="nodata"):
+        load_profile(bad)
 
 
 @pytest.mark.parametrize(
