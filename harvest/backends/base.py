@@ -197,7 +197,9 @@ class SceneRef:
         platform: Lower-case platform name (``sentinel-2a``), None if unknown.
         epsg: EPSG code of the native grid (``proj:epsg``), None if unknown.
         processing_baseline: Processing baseline as ``NN.NN`` (Sentinel-2), None if unknown.
-        view_off_nadir_deg: Viewing angle from nadir in degrees.
+        view_off_nadir_deg: Viewing angle in degrees: off nadir, or the viewing zenith angle at
+            the ground where the provider publishes only that (``view:incidence_angle``, Earth
+            Engine's mean incidence zenith angle).
         sun_azimuth_deg: Sun azimuth in degrees.
         sun_elevation_deg: Sun elevation above the horizon in degrees.
         mgrs_tile: MGRS tile such as ``06VVN`` (two-digit zone), None if not tiled.

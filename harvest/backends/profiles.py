@@ -154,7 +154,9 @@ class PropertyKeys(StrictModel):
     epsg: tuple[str, ...] = ("proj:epsg", "proj:code")
     processing_baseline: tuple[str, ...] = ("s2:processing_baseline",)
     product_id: tuple[str, ...] = ("s2:product_uri", "sentinel:product_id")
-    off_nadir: tuple[str, ...] = ("view:off_nadir",)
+    # The viewing angle: off-nadir, else the zenith angle at the ground (VENuS items publish
+    # view:incidence_angle, the SEN2VENuS index's venus_zenith_angle).
+    off_nadir: tuple[str, ...] = ("view:off_nadir", "view:incidence_angle")
     sun_azimuth: tuple[str, ...] = ("view:sun_azimuth", "s2:mean_solar_azimuth")
     sun_elevation: tuple[str, ...] = ("view:sun_elevation",)
     sun_zenith: tuple[str, ...] = ("s2:mean_solar_zenith",)

@@ -11,9 +11,10 @@ it grouped by the site named in their product id (:func:`resolve_sites`). For ea
 2. the pair's common area (site ∩ both footprints) in the VENuS scene's UTM zone, cut to 20 m
    pixel edges, is read on nested 5, 10 and 20 m grids: S2 B02 B03 B04 B08, B05 B06 B07 B8A and
    SCL; VENuS B3 B4 B7 B8 B9 B10 B11 and its masks (CLM clouds and shadows, EDG outside the
-   swath, SAT saturation, each when the catalog has it);
-3. validity per product (S2: SCL not nodata, saturated/defective, cloud shadow or cloud;
-   VENuS: every mask clear) and :func:`harvest.sen2venus.process_pair`;
+   swath, SAT saturation, MG2 geophysically invalid, each when the catalog has it);
+3. validity per product, the union of its masks as the paper does (S2: SCL not nodata,
+   saturated/defective, cloud shadow or cloud, and every MAJA mask clear when a MAJA provider
+   gives them; VENuS: every mask clear) and :func:`harvest.sen2venus.process_pair`;
 4. :func:`harvest.writers.sen2venus.write_pair` in the published layout.
 
 A pair's outcome is kept in ``OUT/.harvest/sen2venus/PAIR.json`` (written, or dropped with the
@@ -68,8 +69,24 @@ SITE_COLUMNS = ("site_id", "site", "name")
 VENUS_BANDS = tuple(dict.fromkeys(VENUS_10M_BANDS + VENUS_20M_BANDS))
 #: S2 SCL classes that make a pixel invalid.
 SCL_INVALID = (SCL_NODATA, SCL_SATURATED_DEFECTIVE, SCL_CLOUD_SHADOW, *SCL_CLOUD_CLASSES)
-#: VENuS mask assets (stored values, 0 = clear), when the catalog has them.
-VENUS_MASKS = ("CLM", "EDG", "SAT")
+#: MAJA mask assets (stored values, 0 = clear), each read when the scene has it: clouds and
+#: shadows (CLM), outside the swath (EDG), saturation (SAT), geophysically invalid (MG2: water,
+#: snow, relief shadows and hidden areas, low sun). VENuS has them; Sentinel-2 from a MAJA
+#: provider has them instead of (or besides) SCL.
+MAJA_MASKS = ("CLM", "EDG", "SAT", "MG2")
+
+
+def mask_validity(reader: Reader, scene: SceneRef, grid: ChipGrid) -> np.ndarray:
+    """Pixels of ``grid`` that every MAJA mask of ``scene`` calls clear (all, without masks).
+
+    A mask pixel is clear when it is 0; nodata or any set bit makes the pixel invalid.
+    """
+    valid = np.ones((grid.height, grid.width), bool)
+    for mask in MAJA_MASKS:
+        if mask in scene.assets:
+            m = reader.read_raw(scene.assets[mask], grid)
+            valid &= np.isfinite(m) & (np.nan_to_num(m) == 0)
+    return valid
 
 
 @dataclass(frozen=True)
@@ -315,12 +332,9 @@ def read_pair(
     if "SCL" in pair.s2.assets:
         scl = s2_reader.read_raw(pair.s2.assets["SCL"], g20)
         valid_20 &= np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
+    valid_20 &= mask_validity(s2_reader, pair.s2, g20)
     valid_10 = np.kron(valid_20, np.ones((2, 2), bool)) & np.all(np.isfinite(s2_10), axis=0)
-    valid_5 = np.all(np.isfinite(venus), axis=0)
-    for mask in VENUS_MASKS:
-        if mask in pair.venus.assets:
-            m = venus_reader.read_raw(pair.venus.assets[mask], g5)
-            valid_5 &= np.isfinite(m) & (np.nan_to_num(m) == 0)
+    valid_5 = np.all(np.isfinite(venus), axis=0) & mask_validity(venus_reader, pair.venus, g5)
     return PairImages(s2_10, s2_20, venus, VENUS_BANDS, valid_10, valid_20, valid_5)
 
 

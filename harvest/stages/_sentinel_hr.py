@@ -12,11 +12,11 @@ sites, or the VENuS sites found in a plain region such as ``world-land``):
 3. one grid per site: the site ∩ every selected footprint, in the first guide's UTM zone, cut
    to 100 m edges (so the 5, 10, 12.5, 20 and 25 m grids all nest);
 4. guides: VENuS B3 B4 B7 B11 at 5 m (the S2 B02 B03 B04 B08 equivalents), NaN where a VENuS
-   mask (CLM, EDG, SAT) flags the pixel (the ``band`` coordinate names them as Sentinel-2 bands,
-   ``venus_band`` as VENuS's); targets: S2 10 m (NaN where SCL flags nodata, cloud,
-   shadow or saturation) registered onto VENuS (SIFT on blue, as SEN2VENuS), mapped onto
-   VENuS's radiometry by least squares with intercept, resampled to ``5 * ratio`` m, with its
-   VENuS 5 m reference;
+   mask (CLM, EDG, SAT, MG2) flags the pixel (the ``band`` coordinate names them as Sentinel-2
+   bands, ``venus_band`` as VENuS's); targets: S2 10 m (NaN where SCL flags nodata, cloud,
+   shadow or saturation, or a MAJA mask is set) registered onto VENuS (SIFT on blue, as
+   SEN2VENuS), mapped onto VENuS's radiometry by least squares with intercept, resampled to
+   ``5 * ratio`` m, with its VENuS 5 m reference;
 5. written as two Zarr stores per site (xarray, CF-style: a ``time`` coordinate, projected
    ``x``/``y`` pixel centres in metres, a ``spatial_ref`` grid mapping, int16 reflectance with
    ``scale_factor`` 1e-4 and ``_FillValue`` -32768 where a pixel is invalid)::
@@ -66,9 +66,9 @@ from harvest.sentinel_hr import (
 )
 from harvest.stages._sen2venus import (
     SCL_INVALID,
-    VENUS_MASKS,
     Site,
     _project,
+    mask_validity,
     read_sites,
     resolve_sites,
 )
@@ -161,23 +161,21 @@ def _read_venus(scene: SceneRef, grid: ChipGrid, readers: ReaderSettings | None)
     """VENuS B3 B4 B7 B11 on ``grid``, NaN where a mask flags the pixel."""
     reader = reader_for(scene.assets, readers)
     data = reader.read(scene.assets, VENUS_BANDS, grid, "nearest").data.astype(np.float64)
-    valid = np.all(np.isfinite(data), axis=0)
-    for mask in VENUS_MASKS:
-        if mask in scene.assets:
-            m = reader.read_raw(scene.assets[mask], grid)
-            valid &= np.isfinite(m) & (np.nan_to_num(m) == 0)
+    valid = np.all(np.isfinite(data), axis=0) & mask_validity(reader, scene, grid)
     return np.where(valid, data, np.nan)
 
 
 def _read_s2(scene: SceneRef, grid10: ChipGrid, readers: ReaderSettings | None) -> np.ndarray:
-    """S2 B02 B03 B04 B08 on the 10 m grid, NaN where SCL says invalid."""
+    """S2 B02 B03 B04 B08 on the 10 m grid, NaN where SCL or a MAJA mask (20 m) says invalid."""
     reader = reader_for(scene.assets, readers)
     data = reader.read(scene.assets, S2_BANDS, grid10, "nearest").data.astype(np.float64)
     valid = np.all(np.isfinite(data), axis=0)
+    grid20 = _scaled(grid10, 20.0)
+    ok20 = mask_validity(reader, scene, grid20)
     if "SCL" in scene.assets:
-        scl = reader.read_raw(scene.assets["SCL"], _scaled(grid10, 20.0))
-        ok20 = np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
-        valid &= np.kron(ok20, np.ones((2, 2), bool))[: valid.shape[0], : valid.shape[1]]
+        scl = reader.read_raw(scene.assets["SCL"], grid20)
+        ok20 &= np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
+    valid &= np.kron(ok20, np.ones((2, 2), bool))[: valid.shape[0], : valid.shape[1]]
     return np.where(valid, data, np.nan)
 
 

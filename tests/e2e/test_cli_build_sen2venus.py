@@ -10,18 +10,25 @@ tab-separated index.csv with the published columns, patch footprints).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import torch
 
+from harvest.backends.base import AssetMap, AssetRef
+from harvest.backends.registry import open_catalog, reader_for
 from harvest.demo.truth import load_truth
+from harvest.recipes import load_recipe
+from harvest.stages import _sen2venus as stage
 from harvest.writers.sen2venus import INDEX_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +124,10 @@ def test_written_patches_meet_the_papers_radiometric_quality(built: dict[str, An
 
 
 def test_the_files_read_back_as_the_paper_describes(built: dict[str, Any]) -> None:
+    from harvest.demo.stac import load_world_items
+
     out = built["out"]
+    items = {i.id: i for i in load_world_items(built["world"])}
     shapes = {"05m_b2b3b4b8": 256, "10m_b2b3b4b8": 128, "05m_b5b6b7b8a": 256, "20m_b5b6b7b8a": 64}
     n_rows = 0
     for index in out.glob("*/index.csv"):
@@ -136,6 +146,9 @@ def test_the_files_read_back_as_the_paper_describes(built: dict[str, Any]) -> No
             assert frame.geometry[0].area == pytest.approx(1280.0**2)
             pair_id = f"{index.parent.name}_{row['s2_tile']}_{row['date']}"
             assert row["tensor_05m_b2b3b4b8"] == f"{pair_id}_05m_b2b3b4b8.pt"
+            # The VENuS viewing zenith angle, from the item's view:incidence_angle.
+            item = items[row["venus_product_id"]]
+            assert float(row["venus_zenith_angle"]) == item.properties["view:incidence_angle"]
     assert n_rows >= 1
 
 
@@ -170,3 +183,54 @@ def test_a_second_build_does_nothing_and_changes_nothing(built: dict[str, Any]) 
         capture_output=True, text=True, timeout=600, cwd=REPO,
     )  # fmt: skip
     assert res.returncode == 1 and "covers whole sites" in res.stderr
+
+
+def test_maja_masks_of_either_product_invalidate_their_pixels(
+    demo_world: Path, tmp_path: Path
+) -> None:
+    # A MAJA provider's geophysical mask (MG2: water, relief shadows...) on Sentinel-2 and on
+    # VENuS: any set bit makes the pixel invalid, as the paper's union of masks.
+    sites = stage.read_sites(demo_world / "sites.geojson")
+    catalog = open_catalog(str(demo_world)).catalog
+    pairs = stage.find_pairs(
+        catalog, sites, load_recipe("sen2venus"), date(2015, 1, 1), date(2030, 1, 1)
+    )
+    pair = pairs[0]
+    grids = stage.pair_grids(pair)
+    assert grids is not None
+    g5, _, g20 = grids
+
+    def mask_file(name: str, grid: Any, rows: slice, cols: slice, value: int) -> AssetRef:
+        data = np.zeros((grid.height, grid.width), np.uint8)
+        data[rows, cols] = value
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(
+            path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
+            dtype="uint8", crs=f"EPSG:{grid.epsg}", transform=grid.transform,
+        ) as ds:  # fmt: skip
+            ds.write(data, 1)
+        return AssetRef(str(path))
+
+    def with_mask(scene: Any, ref: AssetRef) -> Any:
+        return dataclasses.replace(scene, assets=AssetMap({**scene.assets, "MG2": ref}))
+
+    def read(p: Any) -> Any:
+        return stage.read_pair(
+            reader_for(p.s2.assets, None), reader_for(p.venus.assets, None), p, grids
+        )
+
+    before = read(pair)
+    s2_mg2 = mask_file("s2_mg2", g20, slice(2, 6), slice(3, 9), 1)  # water
+    venus_mg2 = mask_file("venus_mg2", g5, slice(40, 60), slice(10, 30), 16)  # relief shadow
+    masked = dataclasses.replace(
+        pair, s2=with_mask(pair.s2, s2_mg2), venus=with_mask(pair.venus, venus_mg2)
+    )
+    after = read(masked)
+    assert before.valid_s2_20m[2:6, 3:9].all() and not after.valid_s2_20m[2:6, 3:9].any()
+    assert not after.valid_s2_10m[4:12, 6:18].any()
+    assert before.valid_venus[40:60, 10:30].all() and not after.valid_venus[40:60, 10:30].any()
+    # Elsewhere nothing changes.
+    outside = np.ones_like(after.valid_s2_20m)
+    outside[2:6, 3:9] = False
+    assert (after.valid_s2_20m[outside] == before.valid_s2_20m[outside]).all()
+    assert after.valid_venus.sum() == before.valid_venus.sum() - 20 * 20
