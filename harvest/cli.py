@@ -440,13 +440,26 @@ def demo_world(
     site_size_m: Annotated[
         float, typer.Option(hidden=True, help="Side of each site in metres (tests).")
     ] = 2400.0,
+    sites: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of sites: the first N standard sites, or all 7 plus seeded CONUS "
+            "sites with a NAIP / Sentinel-2 pair each (default: the standard 7).",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Write the seeded demo world (COGs, STAC catalog, stac-geoparquet, truth.json)."""
     from harvest.progress import Progress
     from harvest.stages import demo_world as stage
 
     summary = stage.run(
-        out_dir, seed=seed, force=force, site_size_m=site_size_m, progress=Progress(progress)
+        out_dir,
+        seed=seed,
+        force=force,
+        site_size_m=site_size_m,
+        n_sites=sites,
+        progress=Progress(progress),
     )
     items = ", ".join(f"{n} {c}" for c, n in summary.n_items.items())
     state = "already built, reused" if summary.reused else f"built in {summary.seconds:.1f} s"

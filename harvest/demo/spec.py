@@ -64,6 +64,8 @@ class SceneSpec:
         nodata_edge: a swath edge (nodata) crosses the site centre.
         blank_patch: NAIP only: a constant-fill patch at the site centre.
         zero_shift: S2 / VENuS only: no misregistration.
+        large_shift: S2 only: misregistered by 1.3 to 2 LR pixels (13-20 m), beyond QA's 1 px
+            limit, instead of at most 0.6 px.
     """
 
     kind: SceneKind
@@ -74,6 +76,7 @@ class SceneSpec:
     nodata_edge: bool = False
     blank_patch: bool = False
     zero_shift: bool = False
+    large_shift: bool = False
 
     @property
     def key(self) -> str:
@@ -230,13 +233,103 @@ SCENES: tuple[SceneSpec, ...] = (
 )
 
 
+#: Interior boxes (lon min, lat min, lon max, lat max) of agricultural states, well inside
+#: their borders: extra sites are placed in them so their NAIP state code is right.
+STATE_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "ia": (-95.5, 41.0, -91.5, 43.0),
+    "ks": (-101.5, 37.5, -95.5, 39.5),
+    "ne": (-103.0, 40.5, -96.5, 42.5),
+    "il": (-90.5, 38.5, -88.0, 41.5),
+    "in": (-87.0, 38.5, -85.5, 41.0),
+    "oh": (-84.2, 39.5, -81.5, 41.0),
+    "mn": (-96.0, 44.0, -93.5, 46.5),
+    "nd": (-103.5, 46.5, -97.5, 48.5),
+    "sd": (-102.5, 43.5, -97.0, 45.5),
+    "ok": (-99.0, 34.5, -95.5, 36.5),
+    "tx": (-101.5, 31.0, -97.5, 34.0),
+    "mo": (-93.5, 37.5, -91.5, 39.5),
+    "ca": (-121.0, 36.0, -119.0, 38.0),
+    "wa": (-119.5, 46.5, -117.5, 48.0),
+}
+#: Least distance between extra sites (degrees, about 20 km): sites never overlap.
+EXTRA_SITE_SPACING_DEG = 0.2
+
+
+def extra_sites(seed: int, n: int) -> tuple[tuple[SiteSpec, ...], tuple[SceneSpec, ...]]:
+    """``n`` seeded CONUS sites beyond the standard ones, each with a NAIP / Sentinel-2 pair.
+
+    Each site gets a NAIP in a summer of 2018-2023, an S2 on the same day (or the day before),
+    and an S2 days apart; its cloud case, swath edge, blank patch, zero or large (> 1 px) shift
+    are drawn, so the pairs span the standard world's cases and misregistration beyond QA's
+    limit. Placement: a random state of
+    :data:`STATE_BOXES`, at least :data:`EXTRA_SITE_SPACING_DEG` from every other site.
+    """
+    rng = derive_rng(seed, "extra-sites")
+    states = sorted(STATE_BOXES)
+    taken = [(s.lon, s.lat) for s in SITES]
+    sites: list[SiteSpec] = []
+    scenes: list[SceneSpec] = []
+    while len(sites) < n:
+        state = states[int(rng.integers(len(states)))]
+        x0, y0, x1, y1 = STATE_BOXES[state]
+        lon, lat = round(float(rng.uniform(x0, x1)), 4), round(float(rng.uniform(y0, y1)), 4)
+        if any(abs(lon - a) < EXTRA_SITE_SPACING_DEG and abs(lat - b) < EXTRA_SITE_SPACING_DEG
+               for a, b in taken):  # fmt: skip
+            continue
+        taken.append((lon, lat))
+        k = len(sites) + 1
+        weights = tuple(round(float(w), 2) for w in rng.uniform(0.2, 6.0, 5))
+        style = LandscapeStyle(
+            (weights[0], weights[1], weights[2], weights[3], weights[4]),
+            road_spacing_m=float(rng.choice([800.0, 1000.0, 1200.0, 1600.0])),
+            pivots=int(rng.integers(0, 4)),
+            river=bool(rng.random() < 0.3),
+            pond=bool(rng.random() < 0.3),
+            town=bool(rng.random() < 0.15),
+            farmsteads=int(rng.integers(1, 5)),
+            red_roofs=round(float(rng.uniform(0.0, 0.4)), 2),
+        )
+        site_id = f"us-x{k:03d}"
+        sites.append(SiteSpec(site_id, f"Extra site {k} ({state.upper()})", "US", state, lon,
+                              lat, style))  # fmt: skip
+        year = int(rng.integers(2018, 2024))
+        day = np.datetime64(f"{year}-06-01") + int(rng.integers(0, 92))
+        naip = str(day)
+        one_day = bool(rng.random() < 0.3)
+        s2_day = str(day - 1) if one_day else naip
+        case = rng.random()
+        cloud: CloudCase = "partial" if case < 0.15 else "none"
+        platform = "Sentinel-2A" if rng.random() < 0.5 else "Sentinel-2B"
+        scenes += [
+            SceneSpec(NAIP, site_id, naip, blank_patch=bool(0.15 <= case < 0.22)),
+            SceneSpec(
+                S2, site_id, s2_day, platform, cloud=cloud,
+                nodata_edge=bool(0.22 <= case < 0.3), zero_shift=bool(rng.random() < 0.2),
+                large_shift=bool(0.3 <= case < 0.4),
+            ),
+            SceneSpec(S2, site_id, str(day + int(rng.integers(3, 15))), platform),
+        ]  # fmt: skip
+    return tuple(sites), tuple(scenes)
+
+
 def default_spec(
-    seed: int = 0, site_size_m: float = 2400.0, site_ids: tuple[str, ...] | None = None
+    seed: int = 0,
+    site_size_m: float = 2400.0,
+    site_ids: tuple[str, ...] | None = None,
+    n_sites: int | None = None,
 ) -> WorldSpec:
     """The standard world (optionally a subset of its sites, e.g. for fast tests).
 
+    Args:
+        seed: the world seed.
+        site_size_m: side of each site.
+        site_ids: keep only these standard sites.
+        n_sites: the number of sites: the first ``n_sites`` standard sites, or all of them plus
+            seeded CONUS sites (:func:`extra_sites`) up to ``n_sites`` (None: the standard 7).
+
     Raises:
-        ValueError: for a site size that is not a positive multiple of 60 m or unknown site ids.
+        ValueError: for a site size that is not a positive multiple of 60 m, unknown site ids
+            or a site count below 1.
     """
     if site_size_m <= 0 or site_size_m % 60:
         raise ValueError(f"site_size_m must be a positive multiple of 60 m, got {site_size_m}")
@@ -247,8 +340,17 @@ def default_spec(
         if unknown:
             raise ValueError(f"unknown demo sites {unknown}; known: {sorted(known)}")
         sites = tuple(s for s in SITES if s.site_id in site_ids)
+    extra: tuple[SceneSpec, ...] = ()
+    if n_sites is not None:
+        if n_sites < 1:
+            raise ValueError(f"--sites must be at least 1, got {n_sites}")
+        if n_sites <= len(sites):
+            sites = sites[:n_sites]
+        else:
+            more, extra = extra_sites(seed, n_sites - len(sites))
+            sites = sites + more
     ids = {s.site_id for s in sites}
-    scenes = tuple(s for s in SCENES if s.site_id in ids)
+    scenes = tuple(s for s in SCENES if s.site_id in ids) + extra
     return WorldSpec(seed=seed, site_size_m=float(site_size_m), sites=sites, scenes=scenes)
 
 

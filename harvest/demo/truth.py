@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harvest.errors import DemoWorldError
 
-TRUTH_SCHEMA_VERSION = 1
+TRUTH_SCHEMA_VERSION = 2
 
 
 class _Frozen(BaseModel):
@@ -187,8 +187,13 @@ class PairTruth(_Frozen):
     hr_collection: str
     dt_hours: float = Field(description="LR datetime minus HR datetime, hours.")
     s2_cloud_cover: float = Field(description="eo:cloud_cover of the Sentinel-2 scene.")
-    clean: bool = Field(description="A chip anywhere on the site passes cloud/nodata/blank QA.")
-    issues: list[str] = Field(description="Why chips of this pair fail QA: cloud, nodata, blank.")
+    clean: bool = Field(
+        description="A chip anywhere on the site passes cloud/nodata/blank/shift QA."
+    )
+    issues: list[str] = Field(
+        description="Why chips of this pair fail QA, as the manifest's reason codes: cloud, "
+        "nodata, blank, shift (S2 misregistered by more than 1 LR px)."
+    )
 
 
 class WorldTruth(_Frozen):

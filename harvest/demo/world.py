@@ -78,7 +78,7 @@ from harvest.progress import ProgressBar
 log = logging.getLogger(__name__)
 
 #: Bump when the rendering changes: a cached world of another format is rebuilt.
-WORLD_FORMAT = 2
+WORLD_FORMAT = 3
 MARKER = ".harvest-demo-world.json"
 HR_GSD_M = 2.5
 CHIP_HALF_M = 605.0  # half of a 121 px x 10 m chip
@@ -100,6 +100,9 @@ CLOUD_REFL = {
     "N910": 0.50,
 }
 SHADOW_DARKENING = 0.6
+#: S2 shifts beyond this many metres (1 LR px, QA's default limit) are a pair's "shift" issue;
+#: the world draws shifts of at most 6 m, or 13-20 m for a large-shift scene, never between.
+LARGE_SHIFT_M = 10.0
 # NAIP bands in file order and the landscape band each one images.
 NAIP_BANDS = (("red", "B04"), ("green", "B03"), ("blue", "B02"), ("nir", "B08"))
 NAIP_GAMMA_MEAN = np.array([0.33213, 0.32609, 0.35347, 0.45706])  # R, G, B, NIR (SEN2NAIP)
@@ -677,6 +680,11 @@ class _SiteRenderer:
         baseline = _processing_baseline(scene.date)
         offset = 1000 if baseline >= "04.00" else 0
         shift = self._shift(rng, scene.zero_shift, 6.0)
+        if scene.large_shift:
+            # Its own stream: the scene's other draws stay those of a normal scene.
+            big = derive_rng(self.seed, scene.key, "large-shift")
+            mag, ang = float(big.uniform(13.0, 20.0)), float(big.uniform(0, 2 * math.pi))
+            shift = (round(mag * math.cos(ang), 2), round(mag * math.sin(ang), 2))
         edge = self._swath_edge(rng) if scene.nodata_edge else None
         # HR source of the 10 m bands: the NAIP nearest in time, else the landscape.
         hr_source = "landscape"
@@ -1149,6 +1157,8 @@ def expected_pairs(scenes: list[Any], items: dict[str, dict[str, Any]]) -> list[
                 issues.append("cloud")
             if lr.clouds.nodata_fraction > 0:
                 issues.append("nodata")
+            if hr.kind == NAIP and math.hypot(*lr.shift_m) > LARGE_SHIFT_M:
+                issues.append("shift")
             if hr.kind == NAIP:
                 if (abs(hours) <= 24.0) != (days <= 1):
                     raise DemoWorldError(f"ambiguous pair {lr.item_id} / {hr.item_id}")
@@ -1266,6 +1276,9 @@ def build_world(
     items = [pystac.Item.from_dict(d, migrate=False) for _, d in sorted(item_dicts.items())]
     build_catalog(items, root)
     write_geoparquet(root, root / "stac-geoparquet")
+    from harvest.demo.quicklooks import write_quicklooks
+
+    write_quicklooks(root, item_dicts, {t.item_id: t.site_id for t in scenes})
 
     truth = WorldTruth(
         schema_version=TRUTH_SCHEMA_VERSION,
@@ -1308,6 +1321,7 @@ def run_demo_world(
     site_size_m: float = 2400.0,
     site_ids: tuple[str, ...] | None = None,
     workers: int | None = None,
+    n_sites: int | None = None,
 ) -> DemoWorldSummary:
     """Build the demo world in ``out_dir`` (or reuse the complete one already there).
 
@@ -1318,6 +1332,7 @@ def run_demo_world(
         progress: show a rich progress bar.
         site_size_m: side of each site (multiple of 60 m); smaller is faster (tests).
         site_ids: build only these sites.
+        n_sites: number of sites (see :func:`harvest.demo.spec.default_spec`).
         workers: processes rendering sites in parallel (default: up to 2).
 
     Returns:
@@ -1329,7 +1344,7 @@ def run_demo_world(
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser().absolute()  # asset hrefs are computed from it
     try:
-        spec = default_spec(seed, site_size_m, site_ids)
+        spec = default_spec(seed, site_size_m, site_ids, n_sites)
     except ValueError as exc:
         raise DemoWorldError(str(exc)) from exc
     if out.exists() and not out.is_dir():

@@ -18,6 +18,7 @@ def run(
     seed: int = 0,
     force: bool = False,
     site_size_m: float = 2400.0,
+    n_sites: int | None = None,
     progress: Progress | bool = NO_PROGRESS,
 ) -> DemoWorldSummary:
     """Build the demo world of ``seed`` in ``out_dir`` (see :func:`run_demo_world`).
@@ -27,6 +28,7 @@ def run(
         seed: Seed of the simulator: same seed, same truth and pixels.
         force: Rebuild even if the folder holds a complete world of this seed.
         site_size_m: Side of each site in metres (smaller is faster; tests).
+        n_sites: Number of sites (None: the standard 7; more adds seeded CONUS sites).
         progress: How to show progress.
 
     Returns:
@@ -38,4 +40,5 @@ def run(
         force=force,
         progress=Progress.of(progress).enabled,
         site_size_m=site_size_m,
+        n_sites=n_sites,
     )

@@ -680,7 +680,50 @@ def test_cli_builds_a_world_end_to_end(tmp_path: Path) -> None:
     assert (out / MARKER).exists() and (out / "stac-geoparquet" / "naip.parquet").exists()
     for d in item_dicts_absolute(out):
         assert all(Path(a["href"]).is_file() for a in d["assets"].values())
+    # A quicklook sheet per site: a PNG with one panel per scene (and SCL per S2 scene).
+    truth = load_truth(out)
+    for site in truth.sites:
+        png = out / "quicklooks" / f"{site.site_id}.png"
+        with rasterio.open(png) as src:
+            sheet = src.read()
+        assert sheet.shape[0] >= 3 and sheet.shape[1] > 200 and sheet.std() > 10
     shutil.rmtree(out)
+
+
+def test_cli_sites_adds_seeded_conus_sites_with_their_pairs(tmp_path: Path) -> None:
+    """`--sites N` above the standard 7 adds CONUS sites, each with a NAIP / S2 pair."""
+    from shapely.geometry import Point
+
+    from harvest.regions import load_region
+
+    out = tmp_path / "world"
+    res = subprocess.run(
+        [*_harvest(), "demo", "world", str(out), "--sites", "9", "--no-progress"]
+        + ["--site-size-m", "600"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "(9 sites;" in res.stdout
+    truth = load_truth(out)
+    extra = [s for s in truth.sites if s.site_id.startswith("us-x")]
+    assert [s.site_id for s in extra] == ["us-x001", "us-x002"]
+    conus = load_region("conus").geometry
+    pairs = truth.pairs_for("sen2naip")
+    for site in extra:
+        lon, lat = site.lon, site.lat
+        assert conus.contains(Point(lon, lat))
+        assert [p for p in pairs if p.site_id == site.site_id]
+        assert (out / "quicklooks" / f"{site.site_id}.png").is_file()
+    # --sites below 7: the first standard sites; 0 is refused in one line.
+    res = subprocess.run(
+        [*_harvest(), "demo", "world", str(tmp_path / "w0"), "--sites", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "--sites" in res.stderr
 
 
 # --- the world's physics, conventions ------------------------------------------------------
