@@ -36,6 +36,25 @@ def demo_world() -> Path:
     return out
 
 
+#: Sites of the larger demo world: the standard 7 and 4 seeded CONUS sites (one of them with an
+#: S2 scene misregistered beyond QA's 1 px).
+LARGE_WORLD_SITES = 11
+
+
+@pytest.fixture(scope="session")
+def large_demo_world() -> Path:
+    """The demo world with ``--sites 11`` (seed 0), built on first use and cached like
+    :func:`demo_world`."""
+    from harvest.demo.world import WORLD_FORMAT, run_demo_world
+
+    out = (
+        harvest_cache_dir()
+        / f"demo-world-seed{DEMO_WORLD_SEED}-sites{LARGE_WORLD_SITES}-format{WORLD_FORMAT}"
+    )
+    run_demo_world(out_dir=out, seed=DEMO_WORLD_SEED, n_sites=LARGE_WORLD_SITES, progress=False)
+    return out
+
+
 #: Offsets (metres, from each site's chip-safe centre) of the demo chips used by degradation tests.
 DEMO_PAIR_OFFSETS_M = ((-300.0, -300.0), (300.0, 300.0))
 
