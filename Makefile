@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# SEN2NAIP (cross-sensor + synthetic + pruning), then SEN2VENuS and the Sentinel-HR series on
+# the same demo world.
 demo: $(STAMP)
 	$(BIN)/harvest build configs/builds/demo.yaml --set output=$(DEMO_DIR)
+	$(BIN)/harvest build configs/builds/demo-sen2venus.yaml --set output=$(DEMO_DIR)-sen2venus \
+		--set catalog.world=$(DEMO_DIR)/.harvest/demo-world
+	$(BIN)/harvest build configs/builds/demo-sentinel-hr.yaml --set output=$(DEMO_DIR)-sentinel-hr \
+		--set catalog.world=$(DEMO_DIR)/.harvest/demo-world
 
 lint: $(STAMP)
 	$(BIN)/ruff check harvest degradation tests bench notebooks
