@@ -148,6 +148,15 @@ def test_unknown_correspondence_band_is_named(tmp_path: Path) -> None:
         (lambda d: d["lr"]["groups"][0].update(name="Rgb Nir"), "should match pattern"),
         (lambda d: d["hr"]["groups"][0].update(gsd_m=2.5004), "not a whole number of millimetres"),
         (lambda d: d["lr"]["groups"].append(dict(d["lr"]["groups"][0])), "used twice"),
+        (lambda d: d.update(guide=d["hr"]), "a guide sensor and series come together"),
+        (
+            lambda d: d.update(series={"guide_revisit_days": 20, "target_ratio": 5}),
+            "a guide sensor and series come together",
+        ),
+        (
+            lambda d: d.update(guide=d["hr"], series={"guide_revisit_days": 0, "target_ratio": 5}),
+            "series.guide_revisit_days",
+        ),
     ],
 )
 def test_recipe_mistakes_are_one_line_errors(tmp_path: Path, edit, message: str) -> None:
