@@ -3,8 +3,9 @@
 The four seeded CONUS sites beyond the standard seven bring a Sentinel-2 scene misregistered by
 1.3-2 LR pixels (the truth's ``shift`` issue, from the simulator's own shift), besides clean
 pairs and swath edges. As many ROIs as sites, 1.25 km apart (the demo spacing; a site's
-chip-safe area is 1.15 km wide, so nearly always one per site): every chip whose pair the truth calls clean is kept, every other one rejected with at
-least the truth's reasons (the manifest's reason codes).
+chip-safe area is 1.15 km wide, so nearly always one per site): every chip whose pair the
+truth calls clean is kept, every other one rejected with at least the truth's reasons (the
+manifest's reason codes).
 """
 
 from __future__ import annotations
