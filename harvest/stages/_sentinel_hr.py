@@ -83,6 +83,7 @@ TARGETS_STORE = "targets.zarr"
 GRID_SNAP_M = 100
 SCALE = 1e-4
 FILL = -32768
+CHUNK_PX = 512
 MIN_LR_PX = 8
 """The common area must hold at least this many LR pixels each way."""
 
@@ -219,9 +220,7 @@ def _coords(grid: ChipGrid, gsd: float, h: int, w: int) -> tuple[np.ndarray, np.
     return t.f - (np.arange(h) + 0.5) * gsd, t.c + (np.arange(w) + 0.5) * gsd
 
 
-def _dataset(
-    variables: dict[str, Any], coords: dict[str, Any], grid: ChipGrid, attrs: dict[str, Any]
-) -> Any:
+def _dataset(variables: dict[str, Any], coords: dict[str, Any], grid: ChipGrid) -> Any:
     """A CF-style dataset: projected coordinates, a grid mapping, reflectance attributes."""
     import xarray as xr
     from pyproj import CRS
@@ -248,26 +247,73 @@ def _dataset(
                 standard_name="surface_reflectance",
                 long_name=f"{var_name} surface reflectance",
             )
-    ds.attrs.update({"Conventions": "CF-1.8", **attrs})
     return ds
 
 
-def _write_store(path: Path, ds: Any, packed: Sequence[str]) -> None:
-    """``ds`` as a Zarr store at ``path``, reflectance packed as CF int16.
+def _store_attrs(title: str, grid: ChipGrid, **more: Any) -> dict[str, Any]:
+    """A store's global attributes (CF conventions, title, CRS, provenance)."""
+    from pyproj import CRS
 
-    Written under a temporary name and renamed (an older store is moved aside, then removed).
+    return {
+        "Conventions": "CF-1.8",
+        "title": title,
+        "crs_wkt": CRS.from_epsg(grid.epsg).to_wkt(),
+        **more,
+    }
+
+
+class _StoreWriter:
+    """One Zarr store written a time step at a time under a temporary name, then renamed.
+
+    Each step is appended along ``time`` (memory holds one date, whatever the series' length);
+    reflectance is packed as CF int16 in chunks of one date and 512 x 512 pixels.
+    :meth:`commit` sets the store's attributes, consolidates its metadata and renames it into
+    place (an older store is moved aside, then removed); :meth:`discard` removes what is left.
     """
-    encoding = {n: {"dtype": "int16", "scale_factor": SCALE, "_FillValue": FILL} for n in packed}
-    tmp, old = temp_name(path), temp_name(path)
-    try:
-        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
+
+    def __init__(self, path: Path, packed: Sequence[str]) -> None:
+        self.path = path
+        self.tmp = temp_name(path)
+        self.packed = tuple(packed)
+        self.steps = 0
+
+    def append(self, ds: Any) -> None:
+        """Write one time step (a dataset whose ``time`` has length 1)."""
+        if self.steps == 0:
+            encoding = {
+                n: {
+                    "dtype": "int16",
+                    "scale_factor": SCALE,
+                    "_FillValue": FILL,
+                    "chunks": (1, ds[n].sizes["band"], CHUNK_PX, CHUNK_PX),
+                }
+                for n in self.packed
+            }
+            ds.to_zarr(self.tmp, mode="w", zarr_format=2, consolidated=False, encoding=encoding)
+        else:
+            ds.to_zarr(self.tmp, append_dim="time", zarr_format=2, consolidated=False)
+        self.steps += 1
+
+    def commit(self, attrs: dict[str, Any]) -> None:
+        """Set ``attrs``, consolidate the metadata, rename into place."""
+        import zarr
+
+        group = zarr.open_group(str(self.tmp), mode="a", zarr_format=2)
+        group.attrs.update(attrs)
+        zarr.consolidate_metadata(str(self.tmp), zarr_format=2)
+        old = temp_name(self.path)
+        try:
+            if self.path.exists():
+                self.path.rename(old)
+            self.tmp.rename(self.path)
+        finally:
+            if old.exists():
+                shutil.rmtree(old)
+
+    def discard(self) -> None:
+        """Remove the temporary store, if any is left."""
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
 
 
 def _site_stores(
@@ -280,84 +326,102 @@ def _site_stores(
     upsample: int,
     readers: ReaderSettings | None,
 ) -> dict[str, Any]:
-    """Read, process and write one site's two stores; its status record (module doc, 3-5)."""
-    scenes = [*guides, *(v for _, v in targets), *(s for s, _ in targets)]
+    """Read, process and write one site's two stores; its status record (module doc, 3-5).
+
+    One date at a time: each target and each guide is read, processed and appended to its
+    store before the next one is read.
+    """
+    # The grid lies in every VENuS footprint; S2 missing over part of it is invalid (NaN).
+    scenes = [*guides, *(v for _, v in targets)]
     epsg = int(guides[0].epsg or targets[0][0].epsg or 0)
     grid = site_grid(site, scenes, epsg, ratio) if epsg else None
     if grid is None:
         return {"status": "dropped", "reason": "the common area of the series is too small"}
     g10 = _scaled(grid, 10.0)
-    lrs, refs, shifts, maps, kept, failed = [], [], [], [], [], []
-    for s2_scene, v_scene in targets:
-        venus = _read_venus(v_scene, grid, readers)
-        s2 = _read_s2(s2_scene, g10, readers)
-        try:
-            lr, shift, w = make_target(s2, venus, ratio, upsample)
-        except QaError as exc:
-            failed.append(f"{v_scene.item_id}: {str(exc).splitlines()[0]}")
-            continue
-        lrs.append(lr)
-        refs.append(venus)
-        shifts.append([shift.dx_px, shift.dy_px])
-        maps.append(w)
-        kept.append((s2_scene, v_scene))
-    if not kept:
-        return {"status": "dropped", "reason": f"no target date kept ({'; '.join(failed)})"}
+    gsd_lr = 5.0 * ratio
     y, x = _coords(grid, 5.0, grid.height, grid.width)
     # Bands are named as Sentinel-2's (so NDVI finds B04 and B08); VENuS's own names alongside.
     bands = {"band": list(S2_BANDS), "venus_band": ("band", list(VENUS_BANDS))}
-    gsd_lr = 5.0 * ratio
     site_dir = out_dir / site.name
     site_dir.mkdir(parents=True, exist_ok=True)
-    cube = np.stack([_read_venus(g, grid, readers) for g in guides]).astype(np.float32)
-    guides_ds = _dataset(
-        {"reflectance": (("time", "band", "y", "x"), cube)},
-        {"time": [_time(g) for g in guides], **bands, "y": y, "x": x},
-        grid,
-        {
-            "title": f"Sentinel-HR guide series of site {site.name}: VENuS 5 m",
-            "site": site.name,
-            "gsd_m": 5.0,
-            "venus_products": [g.item_id for g in guides],
-        },
-    )
-    _write_store(site_dir / GUIDES_STORE, guides_ds, ["reflectance"])
-    h_lr, w_lr = lrs[0].shape[-2:]
-    y_lr, x_lr = _coords(grid, gsd_lr, h_lr, w_lr)
-    targets_ds = _dataset(
-        {
-            "lr": (("time", "band", "y_lr", "x_lr"), np.stack(lrs).astype(np.float32)),
-            "reference": (("time", "band", "y", "x"), np.stack(refs).astype(np.float32)),
-            "shift_px": (("time", "axis"), np.array(shifts)),
-            "mapping": (("time", "term", "band"), np.stack(maps)),
-        },
-        {
-            "time": [_time(v) for _, v in kept],
-            **bands,
-            "y": y,
-            "x": x,
-            "y_lr": y_lr,
-            "x_lr": x_lr,
-            "axis": ["dx", "dy"],
-            "term": [*S2_BANDS, "intercept"],
-        },  # fmt: skip
-        grid,
-        {
-            "title": f"Sentinel-HR targets of site {site.name}: Sentinel-2 at {gsd_lr:g} m "
-            "mapped onto VENuS, and the VENuS 5 m reference",
-            "site": site.name,
-            "ratio": ratio,
-            "gsd_m": 5.0,
-            "lr_gsd_m": gsd_lr,
-            "sentinel2_products": [s.item_id for s, _ in kept],
-            "venus_products": [v.item_id for _, v in kept],
-        },
-    )
-    targets_ds["shift_px"].attrs.update(
-        long_name="Sentinel-2 shift onto VENuS (10 m pixels; dx east, dy south)", units="1"
-    )
-    targets_ds["mapping"].attrs.update(long_name="least squares S2 -> VENuS (last term: 1)")
-    _write_store(site_dir / TARGETS_STORE, targets_ds, ["lr", "reference"])
+    target_store = _StoreWriter(site_dir / TARGETS_STORE, ("lr", "reference"))
+    guide_store = _StoreWriter(site_dir / GUIDES_STORE, ("reflectance",))
+    shifts: list[list[float]] = []
+    kept: list[tuple[SceneRef, SceneRef]] = []
+    failed: list[str] = []
+    try:
+        for s2_scene, v_scene in targets:
+            venus = _read_venus(v_scene, grid, readers)
+            s2 = _read_s2(s2_scene, g10, readers)
+            try:
+                lr, shift, w = make_target(s2, venus, ratio, upsample)
+            except QaError as exc:
+                failed.append(f"{v_scene.item_id}: {str(exc).splitlines()[0]}")
+                continue
+            y_lr, x_lr = _coords(grid, gsd_lr, *lr.shape[-2:])
+            step = _dataset(
+                {
+                    "lr": (("time", "band", "y_lr", "x_lr"), lr[None].astype(np.float32)),
+                    "reference": (("time", "band", "y", "x"), venus[None].astype(np.float32)),
+                    "shift_px": (("time", "axis"), np.array([[shift.dx_px, shift.dy_px]])),
+                    "mapping": (("time", "term", "band"), w[None]),
+                },
+                {
+                    "time": [_time(v_scene)],
+                    **bands,
+                    "y": y,
+                    "x": x,
+                    "y_lr": y_lr,
+                    "x_lr": x_lr,
+                    "axis": ["dx", "dy"],
+                    "term": [*S2_BANDS, "intercept"],
+                },  # fmt: skip
+                grid,
+            )
+            step["shift_px"].attrs.update(
+                long_name="Sentinel-2 shift onto VENuS (10 m pixels; dx east, dy south)",
+                units="1",
+            )
+            step["mapping"].attrs.update(long_name="least squares S2 -> VENuS (last term: 1)")
+            target_store.append(step)
+            shifts.append([shift.dx_px, shift.dy_px])
+            kept.append((s2_scene, v_scene))
+        if not kept:
+            return {"status": "dropped", "reason": f"no target date kept ({'; '.join(failed)})"}
+        for g in guides:
+            cube = _read_venus(g, grid, readers)[None].astype(np.float32)
+            guide_store.append(
+                _dataset(
+                    {"reflectance": (("time", "band", "y", "x"), cube)},
+                    {"time": [_time(g)], **bands, "y": y, "x": x},
+                    grid,
+                )
+            )
+        guide_store.commit(
+            _store_attrs(
+                f"Sentinel-HR guide series of site {site.name}: VENuS 5 m",
+                grid,
+                site=site.name,
+                gsd_m=5.0,
+                venus_products=[g.item_id for g in guides],
+            )
+        )
+        target_store.commit(
+            _store_attrs(
+                f"Sentinel-HR targets of site {site.name}: Sentinel-2 at {gsd_lr:g} m mapped "
+                "onto VENuS, and the VENuS 5 m reference",
+                grid,
+                site=site.name,
+                ratio=ratio,
+                gsd_m=5.0,
+                lr_gsd_m=gsd_lr,
+                sentinel2_products=[s.item_id for s, _ in kept],
+                venus_products=[v.item_id for _, v in kept],
+            )
+        )
+    finally:
+        target_store.discard()
+        guide_store.discard()
     return {
         "status": "written",
         "guides": [g.item_id for g in guides],

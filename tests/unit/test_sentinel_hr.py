@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,43 @@ def test_a_target_date_is_registered_mapped_and_resampled() -> None:
     ok = np.isfinite(lr)
     err = (lr - want)[ok]
     assert ok.mean() > 0.9 and np.sqrt(np.mean(err**2)) < 0.005
+
+
+def test_a_store_is_appended_date_by_date_and_renamed_into_place(tmp_path: Path) -> None:
+    import xarray as xr
+    from affine import Affine
+
+    from harvest.diskio import is_temporary
+    from harvest.grid import ChipGrid
+    from harvest.stages._sentinel_hr import _dataset, _store_attrs, _StoreWriter
+
+    grid = ChipGrid(32631, Affine(5, 0, 300000, 0, -5, 4800000), 6, 5, 5.0)
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(0, 0.6, (3, 2, 5, 6))
+    frames[1, 0, 2, 3] = np.nan  # an invalid pixel
+    times = [np.datetime64(f"2020-0{m}-01T10:00", "ns") for m in (1, 2, 3)]
+    path = tmp_path / "s.zarr"
+    path.mkdir()  # an older store is replaced
+    store = _StoreWriter(path, ("reflectance",))
+    for t, frame in zip(times, frames, strict=True):
+        store.append(
+            _dataset(
+                {"reflectance": (("time", "band", "y", "x"), frame[None].astype(np.float32))},
+                {"time": [t], "band": ["B02", "B03"], "y": 4800000 - 2.5 - 5 * np.arange(5),
+                 "x": 300002.5 + 5 * np.arange(6)},
+                grid,
+            )
+        )  # fmt: skip
+    store.commit(_store_attrs("test", grid, site="s1"))
+    store.discard()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
+    assert not [p for p in tmp_path.rglob("*") if is_temporary(p)]
+    ds = xr.open_zarr(path)  # consolidated metadata
+    assert ds.attrs["site"] == "s1" and ds.attrs["Conventions"] == "CF-1.8"
+    assert list(ds.time.values) == times
+    got = ds.reflectance.values
+    assert np.isnan(got[1, 0, 2, 3]) and np.isnan(got).sum() == 1
+    ok = np.isfinite(frames)
+    assert np.allclose(got[ok], frames[ok], atol=0.5e-4 + 1e-7)
+    raw = xr.open_zarr(path, mask_and_scale=False).reflectance
+    assert raw.dtype == np.int16 and raw.encoding["chunks"] == (1, 2, 512, 512)
