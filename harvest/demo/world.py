@@ -78,7 +78,7 @@ from harvest.progress import ProgressBar
 log = logging.getLogger(__name__)
 
 #: Bump when the rendering changes: a cached world of another format is rebuilt.
-WORLD_FORMAT = 3
+WORLD_FORMAT = 4
 MARKER = ".harvest-demo-world.json"
 HR_GSD_M = 2.5
 CHIP_HALF_M = 605.0  # half of a 121 px x 10 m chip
@@ -968,7 +968,10 @@ class _SiteRenderer:
             "eo:cloud_cover": round(100.0 * clouds.cloud_fraction, 6),
             "view:sun_azimuth": az,
             "view:sun_elevation": round(90.0 - zen, 6),
-            "view:incidence_angle": round(float(rng.uniform(5, 30)), 3),
+            # VENuS sees each site under one angle (its orbit repeats every 2 days).
+            "view:incidence_angle": round(
+                float(derive_rng(self.seed, self.site.site_id, "venus-view").uniform(3, 35)), 3
+            ),
             "venus:site": self.site.venus_site,
         }
         item = make_item(

@@ -149,6 +149,8 @@ def test_the_files_read_back_as_the_paper_describes(built: dict[str, Any]) -> No
             # The VENuS viewing zenith angle, from the item's view:incidence_angle.
             item = items[row["venus_product_id"]]
             assert float(row["venus_zenith_angle"]) == item.properties["view:incidence_angle"]
+        # VENuS sees a site under one viewing angle, whatever the date.
+        assert len({row["venus_zenith_angle"] for row in rows}) == 1
     assert n_rows >= 1
 
 
