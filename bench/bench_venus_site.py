@@ -74,7 +74,7 @@ def main() -> None:
         s2_10, s2_20, venus, venus_bands,
         np.ones(s2_10.shape[1:], bool), np.ones(s2_20.shape[1:], bool), np.ones((n5, n5), bool),
     )  # fmt: skip
-    del land
+    land.clear()  # the pair holds what is needed
     print(f"pair: {args.km:g} km, VENuS {n5} px at 5 m, built in {time.perf_counter() - t0:.1f} s,"
           f" peak {_peak_mib():.0f} MiB")  # fmt: skip
     t0 = time.perf_counter()
