@@ -520,30 +520,39 @@ def _sites_file(ctx: _Context) -> str | Path:
     return config.region
 
 
-def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
-    """Every site's pairs searched, the new ones processed and written (resumable)."""
+def _site_run_inputs(ctx: _Context) -> dict[str, Any]:
+    """What every site product's ``run_sites`` takes: sites, recipe, catalog, window, output."""
     from harvest.recipes import load_recipe
-    from harvest.stages import _sen2venus as sen2venus
     from harvest.stages.search import search_window
 
-    config, out = ctx.config, ctx.out
+    config = ctx.config
     recipe = load_recipe(config.recipe)
-    t0 = time.perf_counter()
     first, last = search_window(recipe, config.start, config.end, ctx.today)
     source, opened = _open_source(ctx)
-    policy, readers = _reader_settings(ctx, opened, source)
+    _, readers = _reader_settings(ctx, opened, source)
+    return {
+        "region": _sites_file(ctx),
+        "recipe": recipe,
+        "catalog": opened.catalog,
+        "readers": readers,
+        "out_dir": ctx.out,
+        "start": first,
+        "end": last,
+        "progress": ctx.progress,
+    }
+
+
+def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
+    """Every site's pairs searched, the new ones processed and written (resumable)."""
+    from harvest.stages import _sen2venus as sen2venus
+
+    config = ctx.config
+    t0 = time.perf_counter()
     done = sen2venus.run_sites(
-        _sites_file(ctx),
-        recipe=recipe,
-        catalog=opened.catalog,
-        readers=readers,
-        out_dir=out,
-        start=first,
-        end=last,
+        **_site_run_inputs(ctx),
         seed=config.seed,
         upsample=config.sen2venus.sift_upsample,
         max_patches=config.sen2venus.max_patches,
-        progress=ctx.progress,
     )
     steps.append(BuildStep("sen2venus", done.line(), time.perf_counter() - t0, not done.n_written))
     counts = {
@@ -564,31 +573,20 @@ def _sen2venus_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
 
 def _sentinel_hr_pass(ctx: _Context, steps: list[BuildStep]) -> _SitePass:
     """Every site's guide and target series searched; sites whose series changed (re)written."""
-    from harvest.recipes import load_recipe
     from harvest.stages import _sentinel_hr as sentinel_hr
-    from harvest.stages.search import search_window
 
-    config, out = ctx.config, ctx.out
-    recipe = load_recipe(config.recipe)
-    assert recipe.series is not None  # validated: products sentinel-hr needs recipe sentinel-hr
+    config = ctx.config
     t0 = time.perf_counter()
-    first, last = search_window(recipe, config.start, config.end, ctx.today)
-    source, opened = _open_source(ctx)
-    policy, readers = _reader_settings(ctx, opened, source)
+    inputs = _site_run_inputs(ctx)
+    recipe = inputs["recipe"]
+    assert recipe.series is not None  # validated: products sentinel-hr needs recipe sentinel-hr
     done = sentinel_hr.run_sites(
-        _sites_file(ctx),
-        recipe=recipe,
-        catalog=opened.catalog,
-        readers=readers,
-        out_dir=out,
-        start=first,
-        end=last,
+        **inputs,
         ratio=config.sentinel_hr.ratio or recipe.series.target_ratio,
         guide_revisit_days=(
             config.sentinel_hr.guide_revisit_days or recipe.series.guide_revisit_days
         ),
         upsample=config.sentinel_hr.sift_upsample,
-        progress=ctx.progress,
     )
     steps.append(
         BuildStep("sentinel-hr", done.line(), time.perf_counter() - t0, not done.n_written)

@@ -41,7 +41,14 @@ from affine import Affine
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from harvest.backends.base import Catalog, Footprint, Reader, SceneRef, SearchRequest
+from harvest.backends.base import (
+    Catalog,
+    Footprint,
+    Reader,
+    SceneRef,
+    SearchRequest,
+    SearchResult,
+)
 from harvest.backends.registry import ReaderSettings, reader_for
 from harvest.errors import InputFileError, QaError
 from harvest.grid import ChipGrid
@@ -226,11 +233,7 @@ def resolve_sites(
             return _sites_of(frame, column, path)
     area = load_region(region)
     request = SearchRequest(
-        footprints=(Footprint("region", area.geometry),),
-        collections=(recipe.hr.collection,),
-        start=datetime(start.year, start.month, start.day, tzinfo=UTC),
-        end=datetime(end.year, end.month, end.day, 23, 59, 59, 999999, tzinfo=UTC),
-        max_cloud_pct=None,
+        (Footprint("region", area.geometry),), (recipe.hr.collection,), *day_window(start, end)
     )
     found: dict[str, list[BaseGeometry]] = {}
     for scene in catalog.search(request, progress=progress).scenes:
@@ -249,6 +252,35 @@ def resolve_sites(
     return sites
 
 
+def day_window(start: date, end: date) -> tuple[datetime, datetime]:
+    """``[start 00:00, end 23:59:59.999999]`` UTC: whole days, both included."""
+    return (
+        datetime(start.year, start.month, start.day, tzinfo=UTC),
+        datetime(end.year, end.month, end.day, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+
+
+def search_sites(
+    catalog: Catalog,
+    sites: Sequence[Site],
+    recipe: Recipe,
+    start: date,
+    end: date,
+    *,
+    progress: bool = False,
+) -> SearchResult:
+    """One search for the recipe's LR and HR scenes over the sites (scene cloud limit)."""
+    first, last = day_window(start, end)
+    request = SearchRequest(
+        footprints=tuple(Footprint(s.name, s.geometry) for s in sites),
+        collections=(recipe.lr.collection, recipe.hr.collection),
+        start=first,
+        end=last,
+        max_cloud_pct=recipe.max_scene_cloud_pct,
+    )
+    return catalog.search(request, progress=progress)
+
+
 def find_pairs(
     catalog: Catalog,
     sites: Sequence[Site],
@@ -259,14 +291,7 @@ def find_pairs(
     progress: bool = False,
 ) -> list[SitePair]:
     """Same-UTC-day S2 / VENuS pairs over each site, one per VENuS scene (module doc, step 1)."""
-    request = SearchRequest(
-        footprints=tuple(Footprint(s.name, s.geometry) for s in sites),
-        collections=(recipe.lr.collection, recipe.hr.collection),
-        start=datetime(start.year, start.month, start.day, tzinfo=UTC),
-        end=datetime(end.year, end.month, end.day, 23, 59, 59, 999999, tzinfo=UTC),
-        max_cloud_pct=recipe.max_scene_cloud_pct,
-    )
-    result = catalog.search(request, progress=progress)
+    result = search_sites(catalog, sites, recipe, start, end, progress=progress)
     s2_scenes = result.by_collection(recipe.lr.collection)
     venus_scenes = result.by_collection(recipe.hr.collection)
     pairs = []
@@ -319,6 +344,18 @@ def pair_grids(pair: SitePair, patch_px: int = PATCH_PX[5]) -> tuple[ChipGrid, .
     )
 
 
+def s2_validity(reader: Reader, scene: SceneRef, grid20: ChipGrid) -> np.ndarray:
+    """Sentinel-2 pixels of the 20 m grid that SCL and every MAJA mask call usable.
+
+    Each mask is read when the scene has it.
+    """
+    valid = mask_validity(reader, scene, grid20)
+    if "SCL" in scene.assets:
+        scl = reader.read_raw(scene.assets["SCL"], grid20)
+        valid &= np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
+    return valid
+
+
 def read_pair(
     s2_reader: Reader, venus_reader: Reader, pair: SitePair, grids: tuple[ChipGrid, ...]
 ) -> PairImages:
@@ -328,24 +365,21 @@ def read_pair(
     s2_20 = s2_reader.read(pair.s2.assets, S2_20M_BANDS, g20, "nearest").data.astype(np.float64)
     venus = venus_reader.read(pair.venus.assets, VENUS_BANDS, g5, "nearest").data
     venus = venus.astype(np.float64)
-    valid_20 = np.all(np.isfinite(s2_20), axis=0)
-    if "SCL" in pair.s2.assets:
-        scl = s2_reader.read_raw(pair.s2.assets["SCL"], g20)
-        valid_20 &= np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
-    valid_20 &= mask_validity(s2_reader, pair.s2, g20)
+    valid_20 = np.all(np.isfinite(s2_20), axis=0) & s2_validity(s2_reader, pair.s2, g20)
     valid_10 = np.kron(valid_20, np.ones((2, 2), bool)) & np.all(np.isfinite(s2_10), axis=0)
     valid_5 = np.all(np.isfinite(venus), axis=0) & mask_validity(venus_reader, pair.venus, g5)
     return PairImages(s2_10, s2_20, venus, VENUS_BANDS, valid_10, valid_20, valid_5)
 
 
-def _status_path(out_dir: Path, pair_id: str) -> Path:
-    return out_dir / STATE_DIR / STATUS_DIR / f"{pair_id}.json"
+def status_path(out_dir: Path, kind: str, key: str) -> Path:
+    """Where a site product keeps the outcome of one unit (``kind``: its folder, e.g. a pair)."""
+    return out_dir / STATE_DIR / kind / f"{key}.json"
 
 
-def _status(out_dir: Path, pair_id: str) -> dict[str, Any] | None:
-    """A pair's status file, or None (none yet, or unreadable: the pair is done again)."""
+def read_status(out_dir: Path, kind: str, key: str) -> dict[str, Any] | None:
+    """A unit's status file, or None (none yet, or unreadable: the unit is done again)."""
     try:
-        data = json.loads(_status_path(out_dir, pair_id).read_text(encoding="utf-8"))
+        data = json.loads(status_path(out_dir, kind, key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("status") else None
@@ -425,12 +459,12 @@ def run_sites(
     with progress.bar("sen2venus", len(pairs)) as bar:
         for pair in pairs:
             pid = pair.pair_id
-            status = _status(out_dir, pid)
+            status = read_status(out_dir, STATUS_DIR, pid)
             if status is not None:
                 before += 1
             else:
                 status = _one_pair(pair, out_dir, readers, seed, upsample, max_patches)
-                atomic_write_json(_status_path(out_dir, pid), status, durable=False)
+                atomic_write_json(status_path(out_dir, STATUS_DIR, pid), status, durable=False)
                 written += status["status"] == "written"
             if status["status"] == "dropped":
                 dropped.append((pid, str(status["reason"])))

@@ -34,13 +34,12 @@ extend``).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
-from harvest.backends.base import Catalog, Footprint, SceneRef, SearchRequest
+from harvest.backends.base import Catalog, SceneRef
 from harvest.backends.registry import ReaderSettings, reader_for
 from harvest.diskio import temp_name
 from harvest.errors import QaError
@@ -65,14 +64,17 @@ from harvest.sentinel_hr import (
     thin_guides,
 )
 from harvest.stages._sen2venus import (
-    SCL_INVALID,
     Site,
     _project,
     mask_validity,
     read_sites,
+    read_status,
     resolve_sites,
+    s2_validity,
+    search_sites,
+    status_path,
 )
-from harvest.store import STATE_DIR, atomic_write_json
+from harvest.store import atomic_write_json
 
 STATUS_DIR = "sentinel-hr"
 """Under the state folder (``.harvest``): one status file per site."""
@@ -171,11 +173,7 @@ def _read_s2(scene: SceneRef, grid10: ChipGrid, readers: ReaderSettings | None) 
     reader = reader_for(scene.assets, readers)
     data = reader.read(scene.assets, S2_BANDS, grid10, "nearest").data.astype(np.float64)
     valid = np.all(np.isfinite(data), axis=0)
-    grid20 = _scaled(grid10, 20.0)
-    ok20 = mask_validity(reader, scene, grid20)
-    if "SCL" in scene.assets:
-        scl = reader.read_raw(scene.assets["SCL"], grid20)
-        ok20 &= np.isfinite(scl) & ~np.isin(np.nan_to_num(scl), SCL_INVALID)
+    ok20 = s2_validity(reader, scene, _scaled(grid10, 20.0))
     valid &= np.kron(ok20, np.ones((2, 2), bool))[: valid.shape[0], : valid.shape[1]]
     return np.where(valid, data, np.nan)
 
@@ -437,19 +435,6 @@ def _site_stores(
     }
 
 
-def _status_path(out_dir: Path, site: str) -> Path:
-    return out_dir / STATE_DIR / STATUS_DIR / f"{site}.json"
-
-
-def _status(out_dir: Path, site: str) -> dict[str, Any] | None:
-    """A site's status file, or None (none yet, or unreadable: the site is done again)."""
-    try:
-        data = json.loads(_status_path(out_dir, site).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("status") else None
-
-
 def run_sites(
     region: str | Path,
     *,
@@ -468,14 +453,7 @@ def run_sites(
     started = time.perf_counter()
     progress = Progress.of(progress)
     sites = resolve_sites(region, catalog, recipe, start, end, progress=progress.enabled)
-    request = SearchRequest(
-        footprints=tuple(Footprint(s.name, s.geometry) for s in sites),
-        collections=(recipe.lr.collection, recipe.hr.collection),
-        start=datetime(start.year, start.month, start.day, tzinfo=UTC),
-        end=datetime(end.year, end.month, end.day, 23, 59, 59, 999999, tzinfo=UTC),
-        max_cloud_pct=recipe.max_scene_cloud_pct,
-    )
-    result = catalog.search(request, progress=progress.enabled)
+    result = search_sites(catalog, sites, recipe, start, end, progress=progress.enabled)
     s2_all = result.by_collection(recipe.lr.collection)
     venus_all = result.by_collection(recipe.hr.collection)
     max_dt_hours = recipe.pairing.max_dt_days * 24.0
@@ -493,7 +471,7 @@ def run_sites(
                 "guides": [g.item_id for g in guides],
                 "candidates": [[s.item_id, v.item_id] for s, v in targets],
             }
-            old = _status(out_dir, site.name)
+            old = read_status(out_dir, STATUS_DIR, site.name)
             if old is not None and old.get("selection") == selection:
                 before += 1
                 status = old
@@ -516,7 +494,9 @@ def run_sites(
                     # A grown series that no longer makes stores keeps the ones it had.
                     status = {**old, "not_updated": status["reason"]}
                 status["selection"] = selection
-                atomic_write_json(_status_path(out_dir, site.name), status, durable=False)
+                atomic_write_json(
+                    status_path(out_dir, STATUS_DIR, site.name), status, durable=False
+                )
             if status["status"] == "written":
                 n_guides += len(status["guides"])
                 n_targets += len(status["targets"])

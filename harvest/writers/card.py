@@ -585,8 +585,6 @@ def write_sen2venus_card(out_dir: Path, record: Mapping[str, Any], provider: str
     Returns:
         The card's path.
     """
-    from harvest.diskio import atomic_write_bytes
-
     counts = record["counts"]
     sites = sorted(p.name for p in out_dir.iterdir() if (p / "index.csv").is_file())
     lines = [
@@ -618,14 +616,7 @@ def write_sen2venus_card(out_dir: Path, record: Mapping[str, Any], provider: str
     ]
     dropped = record.get("dropped_pairs", [])
     lines += [f"- {d['pair']}: {d['reason']}" for d in dropped] or ["None."]
-    lines += ["", "## Sources and licences", ""]
-    for collection in ("sentinel-2-l2a", "venus-l2a"):
-        lic = source_license(collection, provider)
-        credit = f" Credit: {lic.attribution}" if lic.attribution else ""
-        lines.append(f"- {collection}: [{lic.title}]({lic.href}).{credit}")
-    card = out_dir / CARD
-    atomic_write_bytes(card, ("\n".join(lines) + "\n").encode())
-    return card
+    return _write_venus_card(out_dir, lines, provider)
 
 
 def write_sentinel_hr_card(out_dir: Path, record: Mapping[str, Any], provider: str) -> Path:
@@ -639,8 +630,6 @@ def write_sentinel_hr_card(out_dir: Path, record: Mapping[str, Any], provider: s
     Returns:
         The card's path.
     """
-    from harvest.diskio import atomic_write_bytes
-
     counts = record["counts"]
     sites = sorted(p.name for p in out_dir.iterdir() if (p / "targets.zarr").is_dir())
     lines = [
@@ -680,7 +669,14 @@ def write_sentinel_hr_card(out_dir: Path, record: Mapping[str, Any], provider: s
     ]
     dropped = record.get("dropped_sites", [])
     lines += [f"- {d['site']}: {d['reason']}" for d in dropped] or ["None."]
-    lines += ["", "## Sources and licences", ""]
+    return _write_venus_card(out_dir, lines, provider)
+
+
+def _write_venus_card(out_dir: Path, lines: list[str], provider: str) -> Path:
+    """A VENuS site product's card: ``lines``, then the S2 and VENuS sources and licences."""
+    from harvest.diskio import atomic_write_bytes
+
+    lines = [*lines, "", "## Sources and licences", ""]
     for collection in ("sentinel-2-l2a", "venus-l2a"):
         lic = source_license(collection, provider)
         credit = f" Credit: {lic.attribution}" if lic.attribution else ""
